@@ -1,0 +1,3 @@
+from rsdata.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The ``rsdata`` command line: ``rsdata run RECIPE``, ``rsdata inspect DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rsdata import __version__
+from rsdata.errors import RsdataError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rsdata.executors.local import run_local, summary
+    from rsdata.plan import build_plan
+    from rsdata.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    plan = build_plan(recipe, Path(args.out) if args.out else None, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} tiles "
+              f"-> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
+    result = run_local(plan, workers=args.workers, progress=not args.quiet)
+    print(summary(result))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rsdata.inspect import inspect_corpus
+
+    report = inspect_corpus(Path(args.dir), samples=args.samples, out=Path(args.out) if args.out else None)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsdata", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rsdata {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="build a corpus from a recipe (pipelines/*.yaml)")
+    run.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
+    run.add_argument("--out", help="output directory (default: the recipe's output.dir, else out/NAME)")
+    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete an existing output of a different recipe instead of refusing")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    insp = sub.add_parser("inspect", help="summarise a corpus and draw a contact sheet")
+    insp.add_argument("dir", help="output directory of rsdata run (holds manifest.json)")
+    insp.add_argument("--samples", type=_positive_int, default=12, help="samples on the contact sheet")
+    insp.add_argument("--out", help="where to write the PNGs (default DIR/inspect)")
+    insp.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RsdataError as exc:
+        print(f"rsdata: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rsdata: interrupted; finished partitions are kept, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The ``osm_join`` stage: per-tile statistics of OpenStreetMap tags.
+
+In the driver (``prepare``) every OSM source is read once, limited to the rasters' bounds,
+checked and cached as one pickled :class:`FeatureSet`. In each worker the features are
+reprojected once per raster CRS and put in an STRtree; each tile then costs one index query
+plus the clipping of the features that really touch it, however many features there are.
+
+Per tag (``key=value``) a tile gets: how many features, how many are visible at the tile's GSD,
+their area share and area in m², their length in m, where in the tile they are (3×3 grid
+words) and which grid cells they cover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+from shapely import STRtree
+from shapely.affinity import affine_transform
+from shapely.geometry import box
+
+from rsdata.errors import InputError
+from rsdata.osm.features import FeatureSet
+from rsdata.osm.readers import read_source
+from rsdata.osm.vocabulary import Phrase, Vocabulary
+from rsdata.sample import Sample
+from rsdata.stage import RunContext, Stage
+from rsdata.stats import StageStats
+
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "center", "right")
+CELL_WORDS = [[f"{r} {c}" for c in COLS] for r in ROWS]
+CELL_WORDS[0][1], CELL_WORDS[1][0], CELL_WORDS[1][1], CELL_WORDS[1][2], CELL_WORDS[2][1] = (
+    "top", "left", "center", "right", "bottom")
+CELL_MIN_SHARE = 0.05  # a cell counts as covered when it holds at least 5% of the tag's extent
+
+
+def position_words(weights: np.ndarray) -> tuple[str, list[str]]:
+    """Where something is, from its 3×3 distribution of extent.
+
+    Returns the position word (a cell word, or ``across`` when it spans the tile from side to
+    side or covers most cells) and the covered cells, largest share first.
+    """
+    total = float(weights.sum())
+    if total <= 0:
+        return "center", []
+    share = weights / total
+    covered = share >= CELL_MIN_SHARE
+    cells = [CELL_WORDS[r][c] for r, c in sorted(zip(*np.nonzero(covered)), key=lambda rc: -share[rc])]
+    cols_hit = covered.any(axis=0)
+    rows_hit = covered.any(axis=1)
+    spans = (cols_hit[0] and cols_hit[2]) or (rows_hit[0] and rows_hit[2])
+    if covered.sum() >= 6 or (spans and covered.sum() >= 3):
+        return "across", cells
+    ys, xs = np.mgrid[0:3, 0:3]
+    r = int(round(float((share * ys).sum())))
+    c = int(round(float((share * xs).sum())))
+    return CELL_WORDS[r][c], cells
+
+
+@dataclass
+class _Index:
+    """Features of the cache reprojected to one CRS, with an STRtree (worker-local)."""
+
+    tree: STRtree
+    geometries: np.ndarray
+    tags: list[list[tuple[str, str, Phrase]]]
+
+
+class OsmJoin(Stage):
+    name = "osm_join"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        mp = self.config.get("min_pixels", {})
+        self.min_polygon: float = mp.get("polygon", 16)
+        self.min_line: float = mp.get("line", 8)
+        self.min_point: float | None = mp.get("point")
+        self.drop_empty: bool = self.config.get("drop_without_visible", False)
+        self.cache_path: str | None = None
+        self.source_ids: list[str] = []
+        self._lazy_indexes: dict[str, _Index] = {}
+        self._lazy_vocab: Vocabulary | None = None
+
+    # -- driver side ----------------------------------------------------------------------------
+    def vocabulary(self, ctx_base: Path | None = None) -> Vocabulary:
+        if self._lazy_vocab is None:
+            path = self.config.get("vocabulary")
+            vocab = Vocabulary.from_file(Path(path)) if path else Vocabulary.default()
+            if self.config.get("phrases"):
+                vocab = vocab.merged(self.config["phrases"])
+            self._lazy_vocab = vocab
+        return self._lazy_vocab
+
+    def keys(self) -> frozenset[str]:
+        keys = self.config.get("keys")
+        return frozenset(keys) if keys else self.vocabulary().keys()
+
+    def input_files(self, ctx: RunContext) -> list[Path]:
+        files = [ctx.resolve(s["path"]) for s in self.config["sources"] if "path" in s]
+        if self.config.get("vocabulary"):
+            files.append(ctx.resolve(self.config["vocabulary"]))
+        return files
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        if self.config.get("vocabulary"):
+            self.config["vocabulary"] = str(ctx.resolve(self.config["vocabulary"]))
+        bbox = _union_bbox(ctx.raster_bounds_wgs84)
+        keep = self.keys()
+        ident = hashlib.sha256(json.dumps({"cfg": self.config, "bbox": bbox, "keys": sorted(keep),
+                                           "files": [_file_ident(p) for p in self.input_files(ctx)]},
+                                          sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cache = ctx.state_dir / f"osm-{ident}.pkl"
+        report: dict[str, Any] = {"sources": []}
+        if cache.exists():
+            with open(cache, "rb") as fh:
+                features: FeatureSet = pickle.load(fh)
+            report["sources"] = features.stats.get("_sources", [])  # type: ignore[assignment]
+        else:
+            features = FeatureSet(source="osm_join")
+            per_source = []
+            for spec in self.config["sources"]:
+                if spec.get("overpass") and not self.config.get("allow_network"):
+                    raise InputError("osm_join: an Overpass source needs allow_network: true in the "
+                                     "recipe (rsdata never goes online unless told to)")
+                path = ctx.resolve(spec["path"]) if "path" in spec else None
+                fs = read_source(spec, path, bbox, keep)
+                per_source.append({"id": spec.get("id") or (path.name if path else "overpass"),
+                                   "features": len(fs), "stats": dict(sorted(fs.stats.items()))})
+                features.extend(fs)
+            report["sources"] = per_source
+            features.stats["_sources"] = per_source  # type: ignore[assignment]
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            with open(tmp, "wb") as fh:
+                pickle.dump(features, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cache)
+        self.cache_path = str(cache)
+        self.source_ids = [s["id"] for s in report["sources"]]
+        report["features"] = len(features)
+        return report
+
+    # -- worker side ----------------------------------------------------------------------------
+    def _index(self, crs_text: str) -> _Index:
+        index = self._lazy_indexes.get(crs_text)
+        if index is not None:
+            return index
+        if self.cache_path is None:
+            raise RuntimeError("OsmJoin.prepare() must run before the stage is used")
+        with open(self.cache_path, "rb") as fh:
+            features: FeatureSet = pickle.load(fh)
+        vocab = self.vocabulary()
+        keys = self.keys()
+        geoms, tag_lists = [], []
+        for geom, tags in zip(features.geometries, features.tags):
+            entries = []
+            for k, v in tags.items():
+                if k not in keys:
+                    continue
+                phrase = vocab.phrase(k, v)
+                if phrase is not None:
+                    entries.append((k, v.split(";")[0].strip(), phrase))
+            if entries:
+                geoms.append(geom)
+                tag_lists.append(entries)
+        garr = np.array(geoms, dtype=object)
+        crs = CRS.from_user_input(crs_text)
+        if garr.size and crs.to_epsg() != 4326:
+            tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+            garr = shapely.transform(garr, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+            bad = ~shapely.is_valid(garr)
+            if bad.any():
+                garr[bad] = shapely.make_valid(garr[bad])
+        index = _Index(tree=STRtree(garr), geometries=garr, tags=tag_lists)
+        self._lazy_indexes[crs_text] = index
+        return index
+
+    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        for sample in samples:
+            stats.n_in += 1
+            osm = self.join(sample)
+            sample.meta["osm"] = osm
+            if self.drop_empty and not any(t["visible"] for t in osm["tags"]):
+                stats.drop("no_visible_osm_tags")
+                continue
+            stats.n_out += 1
+            yield sample
+
+    def join(self, sample: Sample) -> dict[str, Any]:
+        """The OSM statistics of one tile (the ``osm`` member of its json)."""
+        geo = sample.meta["geo"]
+        index = self._index(geo["crs"])
+        width, height = geo["size"]
+        transform = Affine(*geo["transform"])
+        inv = ~transform
+        inv_params = [inv.a, inv.b, inv.d, inv.e, inv.xoff, inv.yoff]
+        corners = [transform * xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
+        tile = shapely.Polygon(corners)
+        gx, gy = geo["gsd_xy_m"]
+        px_area_m2 = gx * gy
+        px_len_m = float(np.sqrt(gx * gy))
+        hits = index.tree.query(tile, predicate="intersects")
+        tile_px = box(0, 0, width, height)
+        cells = [[box(c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3)
+                  for c in range(3)] for r in range(3)]
+        agg: dict[tuple[str, str], dict[str, Any]] = {}
+        parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        n_features = 0
+        for i in sorted(hits.tolist()):
+            clipped = affine_transform(index.geometries[i], inv_params).intersection(tile_px)
+            if clipped.is_empty:
+                continue
+            kind = _kind(clipped)
+            if kind is None:
+                continue
+            n_features += 1
+            area = clipped.area if kind == "polygon" else 0.0
+            length = clipped.length if kind == "line" else 0.0
+            visible = ((kind == "polygon" and area >= self.min_polygon)
+                       or (kind == "line" and length >= self.min_line)
+                       or (kind == "point" and self.min_point is not None))
+            for key, value, phrase in index.tags[i]:
+                entry = agg.get((key, value))
+                if entry is None:
+                    entry = agg[(key, value)] = {
+                        "key": key, "value": value, "phrase": phrase.singular,
+                        "plural": phrase.plural, "mass": phrase.mass, "category": phrase.category,
+                        "count": 0, "visible_count": 0, "geom_types": Counter()}
+                entry["count"] += 1
+                entry["visible_count"] += int(visible)
+                entry["geom_types"][kind] += 1
+                parts[(key, value)].append(clipped)
+        tags = []
+        for tag, entry in agg.items():
+            geoms = parts[tag]
+            polys = [g for g in geoms if _kind(g) == "polygon"]
+            lines = [g for g in geoms if _kind(g) == "line"]
+            area_px = shapely.union_all(polys).area if len(polys) > 1 else sum(g.area for g in polys)
+            length_px = sum(g.length for g in lines)
+            weights = np.zeros((3, 3))
+            for g in geoms:
+                k = _kind(g)
+                for r in range(3):
+                    for c in range(3):
+                        if k == "polygon":
+                            weights[r, c] += g.intersection(cells[r][c]).area
+                        elif k == "line":
+                            weights[r, c] += g.intersection(cells[r][c]).length
+                        elif g.intersects(cells[r][c]):
+                            weights[r, c] += 1.0
+            position, covered = position_words(weights)
+            entry.update({
+                "tag": f"{tag[0]}={tag[1]}",
+                "visible": entry["visible_count"] > 0,
+                "area_m2": round(area_px * px_area_m2, 1),
+                "area_share": round(min(1.0, area_px / (width * height)), 4),
+                "length_m": round(length_px * px_len_m, 1),
+                "position": position,
+                "cells": covered,
+                "geom_types": dict(sorted(entry["geom_types"].items())),
+            })
+            tags.append(entry)
+        tags.sort(key=lambda t: (not t["visible"], -t["area_share"], -t["length_m"], -t["count"], t["tag"]))
+        return {"sources": self.source_ids, "n_features": n_features, "tags": tags,
+                "min_pixels": {"polygon": self.min_polygon, "line": self.min_line, "point": self.min_point}}
+
+
+def _kind(geom: Any) -> str | None:
+    """polygon / line / point for a clipped geometry (collections: the highest dimension)."""
+    dim = shapely.get_dimensions(geom)
+    if dim == 2 and geom.area > 0:
+        return "polygon"
+    if dim >= 1 and geom.length > 0:
+        return "line"
+    if dim >= 0 and not geom.is_empty:
+        return "point"
+    return None
+
+
+def _union_bbox(bounds: list[tuple[float, float, float, float]], margin: float = 0.001
+                ) -> tuple[float, float, float, float] | None:
+    if not bounds:
+        return None
+    arr = np.array(bounds)
+    return (float(arr[:, 0].min() - margin), float(arr[:, 1].min() - margin),
+            float(arr[:, 2].max() + margin), float(arr[:, 3].max() + margin))
+
+
+def _file_ident(path: Path) -> list[Any]:
+    try:
+        st = path.stat()
+        return [str(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(path)]

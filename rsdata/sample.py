@@ -1,0 +1,111 @@
+"""The one record that flows through every stage: :class:`Sample`.
+
+A sample is plain data (bytes, str, dicts of JSON values) so it pickles cleanly to worker
+processes and Ray tasks. On disk it is one WebDataset entry::
+
+    {key}.jpg | {key}.png   8-bit RGB rendering
+    {key}.tif               optional full-band chip (original dtype, CRS, transform)
+    {key}.txt               the primary caption
+    {key}.json              ``meta``, valid against schemas/sample.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+IMAGE_FORMATS = ("jpg", "png")
+
+
+def sanitize_key(text: str) -> str:
+    """Make ``text`` a WebDataset key: no dots (webdataset splits on them), no separators."""
+    key = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+    if not key:
+        raise ValueError(f"cannot make a sample key from {text!r}")
+    return key
+
+
+@dataclass
+class Caption:
+    """One caption and where it came from.
+
+    ``kind`` is ``template`` (``provenance["template"]`` is the template id), ``llm``
+    (model, prompt version), ``human`` (round id) or ``prompt`` (the prompt of a synthetic scene).
+    """
+
+    text: str
+    kind: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "kind": self.kind, **self.provenance}
+
+
+@dataclass
+class Sample:
+    """One image-text pair on its way through the pipeline."""
+
+    key: str
+    image: bytes
+    image_format: str = "jpg"
+    meta: dict[str, Any] = field(default_factory=dict)
+    tif: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not KEY_PATTERN.match(self.key):
+            raise ValueError(
+                f"sample key {self.key!r} may only hold letters, digits, '_' and '-' "
+                "(WebDataset splits keys at dots)"
+            )
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, not {self.image_format!r}")
+        self.meta.setdefault("captions", [])
+        self.meta.setdefault("scores", {})
+
+    # -- captions -------------------------------------------------------------------------
+    @property
+    def captions(self) -> list[dict[str, Any]]:
+        return self.meta["captions"]
+
+    @property
+    def caption(self) -> str:
+        """The primary caption (the first one), written as the ``txt`` member."""
+        return self.captions[0]["text"] if self.captions else ""
+
+    def add_caption(self, caption: Caption, primary: bool = False) -> None:
+        if primary:
+            self.captions.insert(0, caption.to_json())
+        else:
+            self.captions.append(caption.to_json())
+
+    # -- WebDataset ---------------------------------------------------------------------------
+    def to_wds(self) -> dict[str, Any]:
+        """The dict ``webdataset.TarWriter.write`` takes (all values already bytes)."""
+        entry: dict[str, Any] = {
+            "__key__": self.key,
+            self.image_format: self.image,
+            "txt": self.caption.encode("utf-8"),
+            "json": json.dumps(self.meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        }
+        if self.tif is not None:
+            entry["tif"] = self.tif
+        return entry
+
+    @classmethod
+    def from_wds(cls, entry: dict[str, Any]) -> "Sample":
+        """Rebuild a sample from a raw (undecoded) WebDataset entry."""
+        fmt = next((f for f in IMAGE_FORMATS if f in entry), None)
+        if fmt is None:
+            raise ValueError(f"entry {entry.get('__key__')!r} has no jpg or png member")
+        meta = entry.get("json", b"{}")
+        return cls(
+            key=entry["__key__"],
+            image=entry[fmt],
+            image_format=fmt,
+            meta=json.loads(meta) if isinstance(meta, (bytes, str)) else dict(meta),
+            tif=entry.get("tif"),
+        )

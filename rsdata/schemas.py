@@ -1,0 +1,73 @@
+"""Load the JSON Schemas (schemas/*.schema.json) and turn violations into readable errors."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+
+def schema_dir() -> Path:
+    """Where the schemas are: inside an installed wheel, or at the top of a source checkout."""
+    packaged = Path(__file__).parent / "_schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    """The validator of ``schemas/{name}.schema.json`` (``name``: recipe, sample, manifest)."""
+    path = schema_dir() / f"{name}.schema.json"
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def field_path(error: ValidationError) -> str:
+    """``stages[1].min_pixels.line`` for an error at that place; ``(top level)`` at the root."""
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def describe(error: ValidationError) -> str:
+    """One line: where the problem is and what was expected there."""
+    where = field_path(error)
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{where}: {error.message}; allowed fields: {', '.join(allowed)}"
+    if error.validator == "enum":
+        options = ", ".join(repr(v) for v in error.validator_value)
+        return f"{where}: {error.instance!r} is not one of {options}"
+    if error.validator == "type":
+        expected = error.validator_value
+        return f"{where}: expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+    desc = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f"{where}: {error.message}" + (f" ({desc})" if desc else "")
+
+
+def errors(name: str, instance: Any) -> list[str]:
+    """Every violation of schema ``name`` by ``instance``, most relevant first."""
+    found = list(validator(name).iter_errors(instance))
+    if not found:
+        return []
+    first = best_match(found)
+    rest = [e for e in found if e is not first]
+    return [describe(first)] + [describe(e) for e in rest]
+
+
+def validate(name: str, instance: Any, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and the first few violations."""
+    problems = errors(name, instance)
+    if problems:
+        shown = "\n  - ".join(problems[:5])
+        more = f"\n  (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(f"{what} does not match schemas/{name}.schema.json:\n  - {shown}{more}")

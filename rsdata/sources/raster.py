@@ -1,0 +1,315 @@
+"""The raster source: plan tiles over GeoTIFFs and read them window by window.
+
+Planning (in the driver) opens each raster once, checks it, and lays a grid of windows at the
+target ground sampling distance; reading (in workers) reads one window at a time, resampled on
+read, so no raster is ever held whole in memory. For geographic CRSs the grid is laid row by
+row, since a degree of longitude shrinks with latitude: every tile covers the same metres.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from rsdata.errors import InputError
+from rsdata.geo import bounds_wgs84, crs_name, pixel_size_m
+from rsdata.render import Stretch, encode_image, percentile_limits, to_rgb8
+from rsdata.sample import Sample
+from rsdata.stats import StageStats
+
+STAGE_NAME = "tile"
+
+
+@dataclass(frozen=True)
+class TileWindow:
+    """One tile: its grid position and its window in source pixels (floats)."""
+
+    col: int
+    row: int
+    col_off: float
+    row_off: float
+    width: float
+    height: float
+
+
+@dataclass
+class RasterInfo:
+    """What workers need to know about one raster (plain data, picklable)."""
+
+    id: str
+    path: str
+    display_path: str
+    sha256: str
+    license: str
+    attribution: str
+    crs_wkt: str
+    crs_from_recipe: bool
+    band_count: int
+    dtype: str
+    render_bands: list[int]
+    alpha_bands: list[int]
+    limits: Stretch | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Partition:
+    """A block of tiles of one raster: the unit of parallel work, of shards and of resume."""
+
+    id: str
+    raster: RasterInfo
+    tiles: list[TileWindow]
+
+
+def _open(path: str) -> rasterio.DatasetReader:
+    if not Path(path).is_file():
+        raise InputError(f"raster not found: {path}. Check the path in the recipe "
+                         "(relative paths are relative to the recipe file).")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"cannot open raster {path}: {exc}. The file is corrupt, truncated or "
+                         "not a raster GDAL can read; re-download it or convert it to GeoTIFF.") from None
+
+
+def _render_bands(src: rasterio.DatasetReader, bands: list[int] | None) -> tuple[list[int], list[int]]:
+    """The bands to render as RGB, and the alpha bands."""
+    interp = list(src.colorinterp)
+    alpha = [i + 1 for i, c in enumerate(interp) if c == ColorInterp.alpha]
+    if bands:
+        bad = [b for b in bands if b > src.count]
+        if bad:
+            raise InputError(f"{src.name}: source.bands asks for band(s) {bad} but the raster has "
+                             f"{src.count} band(s)")
+        return list(bands), alpha
+    rgb = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+           if c in interp]
+    if len(rgb) == 3:
+        return rgb, alpha
+    plain = [i for i in range(1, src.count + 1) if i not in alpha]
+    return (plain[:3] if len(plain) >= 3 else plain[:1]), alpha
+
+
+def _check_georeferencing(src: rasterio.DatasetReader, crs_override: str | None) -> CRS:
+    if src.crs is not None:
+        return src.crs
+    if crs_override:
+        try:
+            return CRS.from_user_input(crs_override)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"source.rasters[].crs {crs_override!r} is not a CRS: {exc}") from None
+    raise InputError(f"{src.name} has no CRS, so its tiles cannot be placed on the map or joined "
+                     "with OpenStreetMap. Give it one in the recipe (source.rasters[].crs: "
+                     "EPSG:...) or fix the file (gdal_edit.py -a_srs EPSG:...).")
+
+
+def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int,
+                 gsd: float | None, overlap: int) -> tuple[list[TileWindow], float]:
+    """Lay tiles of ``size`` output pixels at ``gsd`` metres/pixel over a raster.
+
+    Returns the windows (source pixel units, fully inside the raster) and the GSD used.
+    """
+    if overlap >= size:
+        raise InputError(f"source.tile.overlap ({overlap}) must be smaller than the tile size ({size})")
+    cx, cy = transform * (width / 2, height / 2)
+    dx0, dy0 = pixel_size_m(crs, transform, cx, cy)
+    target = gsd if gsd else math.sqrt(dx0 * dy0)
+    stride = size - overlap
+    src_h = size * target / dy0
+    step_h = stride * target / dy0
+    windows: list[TileWindow] = []
+    if src_h > height:
+        return windows, target
+    n_rows = int(math.floor((height - src_h) / step_h + 1e-9)) + 1
+    for row in range(n_rows):
+        row_off = row * step_h
+        if crs.is_geographic:
+            x, y = transform * (width / 2, row_off + src_h / 2)
+            dx, _ = pixel_size_m(crs, transform, x, y)
+        else:
+            dx = dx0
+        src_w = size * target / dx
+        step_w = stride * target / dx
+        if src_w > width:
+            continue
+        n_cols = int(math.floor((width - src_w) / step_w + 1e-9)) + 1
+        for col in range(n_cols):
+            windows.append(TileWindow(col, row, col * step_w, row_off, src_w, src_h))
+    return windows, target
+
+
+def _sample_limits(src: rasterio.DatasetReader, bands: list[int], windows: list[TileWindow],
+                   low: float, high: float) -> Stretch:
+    """Stretch limits of the whole raster estimated from up to 25 tiles spread over it."""
+    picks = windows[:: max(1, len(windows) // 25)][:25]
+    chunks, masks = [], []
+    for w in picks:
+        win = Window(w.col_off, w.row_off, w.width, w.height)
+        chunks.append(src.read(bands, window=win, out_shape=(len(bands), 64, 64)))
+        masks.append(src.dataset_mask(window=win, out_shape=(64, 64)) > 0)
+    data = np.concatenate(chunks, axis=2) if chunks else np.zeros((len(bands), 1, 1))
+    valid = np.concatenate(masks, axis=1) if masks else np.ones((1, 1), bool)
+    return percentile_limits(data, valid, low, high)
+
+
+def plan_raster(entry: dict[str, Any], path: Path, cfg: dict[str, Any], provenance: dict[str, str]
+                ) -> tuple[RasterInfo, list[TileWindow]]:
+    """Open and check one raster of the recipe; return its info and its tile windows."""
+    with _open(str(path)) as src:
+        crs = _check_georeferencing(src, entry.get("crs"))
+        if src.transform == Affine.identity() and not src.gcps[0]:
+            raise InputError(f"{path} has no geotransform (pixel coordinates only); georeference "
+                             "it first (e.g. gdal_translate -a_ullr ... -a_srs ...)")
+        tile = cfg["tile"]
+        windows, _ = plan_windows(crs, src.transform, src.width, src.height, tile["size"],
+                                  tile.get("gsd"), tile.get("overlap", 0))
+        render, alpha = _render_bands(src, cfg.get("bands"))
+        stretch = cfg.get("stretch", {"mode": "auto", "low": 2, "high": 98})
+        mode = stretch.get("mode", "auto")
+        if mode == "auto":
+            mode = "none" if src.dtypes[0] == "uint8" else "percentile"
+        limits = None
+        if mode == "percentile" and windows:
+            limits = _sample_limits(src, render, windows, stretch.get("low", 2), stretch.get("high", 98))
+        info = RasterInfo(
+            id=entry["id"], path=str(path), display_path=provenance["display_path"],
+            sha256=provenance["sha256"], license=provenance["license"],
+            attribution=provenance["attribution"], crs_wkt=crs.to_wkt(),
+            crs_from_recipe=src.crs is None, band_count=src.count, dtype=src.dtypes[0],
+            render_bands=render, alpha_bands=alpha, limits=limits,
+            extra={"bounds_wgs84": bounds_wgs84(crs, tuple(src.bounds)), "width": src.width,
+                   "height": src.height, "tiles": len(windows)},
+        )
+    return info, windows
+
+
+def make_partitions(info: RasterInfo, windows: list[TileWindow], size: int) -> list[Partition]:
+    return [Partition(id=f"{info.id}-{i // size:05d}", raster=info, tiles=windows[i:i + size])
+            for i in range(0, len(windows), size)]
+
+
+def _geotiff_bytes(data: np.ndarray, crs: CRS, transform: Affine, nodata: float | None,
+                   mask: np.ndarray | None, colorinterp: list[ColorInterp]) -> bytes:
+    from rasterio.io import MemoryFile
+
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+               "count": data.shape[0], "dtype": data.dtype.name, "crs": crs,
+               "transform": transform, "compress": "deflate"}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+            dst.colorinterp = colorinterp
+            if mask is not None:
+                dst.write_mask(mask)
+        return bytes(mem.read())
+
+
+class RasterTiler:
+    """Reads the tiles of a partition and yields samples (the ``tile`` stage)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.size: int = cfg["tile"]["size"]
+        self.resampling = Resampling[cfg["tile"].get("resampling", "bilinear")]
+        self.max_nodata: float = cfg.get("max_nodata_fraction", 0.05)
+        self.keep_geotiff: bool = cfg.get("keep_geotiff", False)
+        self.fmt: str = cfg.get("image_format", "jpg")
+        self.quality: int = cfg.get("jpeg_quality", 90)
+        self.on_error: str = cfg.get("on_read_error", "fail")
+
+    def __call__(self, part: Partition, stats: StageStats) -> Iterator[Sample]:
+        info = part.raster
+        crs = CRS.from_wkt(info.crs_wkt)
+        with _open(info.path) as src:
+            read_bands = (list(range(1, info.band_count + 1)) if self.keep_geotiff
+                          else info.render_bands)
+            for tile in part.tiles:
+                stats.n_in += 1
+                sample = self._read_tile(src, crs, info, tile, read_bands, stats)
+                if sample is not None:
+                    stats.n_out += 1
+                    yield sample
+
+    def _read_tile(self, src: rasterio.DatasetReader, crs: CRS, info: RasterInfo, tile: TileWindow,
+                   read_bands: list[int], stats: StageStats) -> Sample | None:
+        win = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+        size = self.size
+        try:
+            data = src.read(read_bands, window=win, out_shape=(len(read_bands), size, size),
+                            resampling=self.resampling)
+            mask = src.dataset_mask(window=win, out_shape=(size, size))
+        except RasterioError as exc:
+            if self.on_error == "skip":
+                stats.drop("read_error")
+                return None
+            raise InputError(
+                f"{info.display_path}: cannot read tile col={tile.col} row={tile.row} "
+                f"(window {win}): {exc}. The file is probably truncated or corrupt: re-download "
+                "it, or set source.on_read_error: skip to drop unreadable tiles.") from None
+        valid = mask > 0
+        nodata_fraction = 1.0 - float(valid.mean())
+        if nodata_fraction > self.max_nodata:
+            stats.drop("nodata")
+            return None
+        if self.keep_geotiff:
+            render = data[[read_bands.index(b) for b in info.render_bands]]
+        else:
+            render = data
+        rgb = to_rgb8(render, valid, info.limits)
+        transform = window_transform(win, src.transform) * Affine.scale(tile.width / size,
+                                                                         tile.height / size)
+        bounds = _corner_bounds(transform, size)
+        cx, cy = transform * (size / 2, size / 2)
+        gx, gy = pixel_size_m(crs, transform, cx, cy)
+        wgs = bounds_wgs84(crs, bounds)
+        key = f"{info.id}_{tile.col:05d}_{tile.row:05d}"
+        meta: dict[str, Any] = {
+            "schema_version": 1,
+            "key": key,
+            "synthetic": False,
+            "source": {
+                "type": "raster", "id": info.id, "path": info.display_path, "sha256": info.sha256,
+                "license": info.license, "attribution": info.attribution,
+                "window": {"col_off": round(tile.col_off, 3), "row_off": round(tile.row_off, 3),
+                           "width": round(tile.width, 3), "height": round(tile.height, 3)},
+                "tile": {"col": tile.col, "row": tile.row},
+            },
+            "geo": {
+                "crs": crs_name(crs), "crs_from_recipe": info.crs_from_recipe,
+                "bounds": [round(float(b), 9) for b in bounds],
+                "bounds_wgs84": [round(b, 7) for b in wgs],
+                "center_wgs84": [round((wgs[0] + wgs[2]) / 2, 7), round((wgs[1] + wgs[3]) / 2, 7)],
+                "transform": [float(v) for v in list(transform)[:6]],
+                "gsd_m": round(math.sqrt(gx * gy), 4), "gsd_xy_m": [round(gx, 4), round(gy, 4)],
+                "size": [size, size], "bands": info.render_bands, "band_count": info.band_count,
+                "dtype": info.dtype, "nodata_fraction": round(nodata_fraction, 5),
+            },
+            "captions": [],
+            "scores": {},
+        }
+        tif = None
+        if self.keep_geotiff:
+            tif = _geotiff_bytes(data, crs, transform, src.nodata,
+                                 None if (src.nodata is not None or info.alpha_bands) else mask,
+                                 list(src.colorinterp))
+        return Sample(key=key, image=encode_image(rgb, self.fmt, self.quality),
+                      image_format=self.fmt, meta=meta, tif=tif)
+
+
+def _corner_bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:
+    xs, ys = zip(*(transform * (c, r) for c, r in ((0, 0), (size, 0), (0, size), (size, size))))
+    return min(xs), min(ys), max(xs), max(ys)

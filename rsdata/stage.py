@@ -1,0 +1,70 @@
+"""The stage protocol and the registry of stage types a recipe can name.
+
+A stage is a small class configured by plain values (so it pickles to workers). ``prepare``
+runs once per run in the driver (read shared inputs, write caches); ``__call__`` runs in the
+worker over an iterator of samples and yields samples, counting drops by reason in ``stats``.
+Heavy state (models, spatial indexes) is built lazily inside the worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rsdata.sample import Sample
+from rsdata.stats import StageStats
+
+
+@dataclass
+class RunContext:
+    """What a stage may know about the run: where inputs resolve, where state goes."""
+
+    base_dir: Path  # recipe directory: relative input paths resolve against it
+    state_dir: Path  # out/.rsdata: caches and markers
+    raster_bounds_wgs84: list[tuple[float, float, float, float]]
+    raster_crs: list[str]
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+class Stage:
+    """Base class of pipeline stages."""
+
+    name: ClassVar[str] = "stage"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = {k: v for k, v in config.items() if k != "type"}
+
+    def input_files(self, ctx: RunContext) -> list[Path]:
+        """Files this stage reads (their checksums go into the recipe hash and the manifest)."""
+        return []
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        """Run once in the driver before any partition; returns facts for the manifest."""
+        return {}
+
+    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # never ship lazily built worker state (indexes, models) between processes
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_lazy")}
+
+
+# stage type -> "module:Class"; imported only when a recipe uses the stage
+STAGES: dict[str, str] = {
+    "osm_join": "rsdata.osm.join:OsmJoin",
+    "template_captions": "rsdata.captions.templates:TemplateCaptions",
+}
+
+
+def create_stage(config: dict[str, Any]) -> Stage:
+    """Build the stage a recipe entry describes (the recipe schema already checked ``type``)."""
+    target = STAGES[config["type"]]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(config)

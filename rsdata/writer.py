@@ -1,0 +1,148 @@
+"""Write samples into WebDataset tar shards, atomically, limited by count and bytes.
+
+Each shard is written to a hidden temporary file and renamed into place only when complete,
+so a crash never leaves a half-written shard under a real name. The sha256 and size are taken
+while writing. Tar headers carry a fixed mtime, so the same samples always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import webdataset as wds
+
+from rsdata import schemas
+from rsdata.sample import KEY_PATTERN, Sample
+
+TAR_MTIME = 946684800.0  # 2000-01-01: reproducible shards
+TAR_OVERHEAD = 512  # header bytes per member
+
+
+class _HashingFile:
+    """A write-only file wrapper that hashes and counts what passes through."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.nbytes += len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class ShardWriter:
+    """Writes ``{prefix}-{n:05d}.tar`` shards into ``root/subdir``; paths reported relative to root."""
+
+    def __init__(self, root: Path, prefix: str, max_samples: int, max_bytes: int,
+                 subdir: str = "shards", validate: bool = True) -> None:
+        self.root = root
+        self.dir = root / subdir
+        self.subdir = subdir
+        self.prefix = prefix
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        self.validate = validate
+        self.shards: list[dict[str, Any]] = []
+        self._n = 0
+        self._fh: BinaryIO | None = None
+        self._hash: _HashingFile | None = None
+        self._tar: wds.TarWriter | None = None
+        self._count = 0
+        self._tmp: Path | None = None
+        self._final: Path | None = None
+        self._keys: set[str] = set()
+
+    def _open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{self.prefix}-{len(self.shards):05d}.tar"
+        self._final = self.dir / name
+        self._tmp = self.dir / f".{name}.tmp{os.getpid()}"
+        self._fh = open(self._tmp, "wb")
+        self._hash = _HashingFile(self._fh)
+        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=TAR_MTIME)  # type: ignore[arg-type]
+        self._count = 0
+
+    def write(self, sample: Sample) -> None:
+        if not KEY_PATTERN.match(sample.key):
+            raise ValueError(f"sample key {sample.key!r} is not a safe WebDataset key")
+        if sample.key in self._keys:
+            raise ValueError(f"duplicate sample key {sample.key!r} in partition {self.prefix}")
+        if self.validate:
+            schemas.validate("sample", sample.meta, f"metadata of sample {sample.key}")
+        entry = sample.to_wds()
+        size = sum(len(v) + TAR_OVERHEAD for k, v in entry.items() if k != "__key__")
+        if self._tar is not None and self._count and (
+                self._count >= self.max_samples or self._hash.nbytes + size > self.max_bytes):  # type: ignore[union-attr]
+            self._close_shard()
+        if self._tar is None:
+            self._open()
+        self._tar.write(entry)  # type: ignore[union-attr]
+        self._keys.add(sample.key)
+        self._count += 1
+
+    def _close_shard(self) -> None:
+        assert self._tar is not None and self._fh is not None and self._hash is not None
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        assert self._tmp is not None and self._final is not None
+        os.replace(self._tmp, self._final)
+        self.shards.append({"path": f"{self.subdir}/{self._final.name}", "nsamples": self._count,
+                            "bytes": self._hash.nbytes, "sha256": self._hash.sha.hexdigest()})
+        self._tar = self._fh = self._hash = None
+        self._tmp = self._final = None
+
+    def close(self) -> list[dict[str, Any]]:
+        """Finish the open shard; return every shard written (path, nsamples, bytes, sha256)."""
+        if self._tar is not None:
+            self._close_shard()
+        fsync_dir(self.dir)
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop the shard being written (on error): nothing half-written stays behind."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            finally:
+                if self._tmp is not None and self._tmp.exists():
+                    self._tmp.unlink()
+        self._tar = self._fh = self._hash = None
+
+    @property
+    def nsamples(self) -> int:
+        return len(self._keys)
