@@ -178,7 +178,9 @@ def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
     key = meta["key"]
     rng = sample_rng(seed, key)
     osm = meta.get("osm", {"tags": [], "n_features": 0})
-    visible = [t for t in osm["tags"] if t["visible"]][:max_features]
+    # one phrase per feature: a tag that only ever names a feature another tag already names
+    # (landuse=conservation on a nature reserve) stays in the stats but not in the captions
+    visible = [t for t in osm["tags"] if t["visible"] and t.get("primary", True)][:max_features]
     subject = rng.choice(SUBJECTS)
     geo = meta["geo"]
     ctx = {"subject": subject, "subject_noun": subject.split(" ", 1)[1],

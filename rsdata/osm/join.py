@@ -44,7 +44,15 @@ COLS = ("left", "center", "right")
 CELL_WORDS = [[f"{r} {c}" for c in COLS] for r in ROWS]
 CELL_WORDS[0][1], CELL_WORDS[1][0], CELL_WORDS[1][1], CELL_WORDS[1][2], CELL_WORDS[2][1] = (
     "top", "left", "center", "right", "bottom")
-CELL_MIN_SHARE = 0.05  # a cell counts as covered when it holds at least 5% of the tag's extent
+CELL_MIN_SHARE = 0.05
+# When one feature carries several feature tags (a reserve tagged leisure=nature_reserve and
+# landuse=conservation), the first key here names it in captions; the others are kept in the stats.
+KEY_PRIORITY = ("building", "aeroway", "railway", "highway", "waterway", "water", "natural",
+                "leisure", "amenity", "landuse", "man_made", "power", "wetland", "barrier")
+
+
+def _priority(key: str) -> tuple[int, str]:
+    return (KEY_PRIORITY.index(key) if key in KEY_PRIORITY else len(KEY_PRIORITY), key)  # a cell counts as covered when it holds at least 5% of the tag's extent
 
 
 def position_words(weights: np.ndarray) -> tuple[str, list[str]]:
@@ -172,6 +180,7 @@ class OsmJoin(Stage):
                 if phrase is not None:
                     entries.append((k, v.split(";")[0].strip(), phrase))
             if entries:
+                entries.sort(key=lambda e: _priority(e[0]))
                 geoms.append(geom)
                 tag_lists.append(entries)
         garr = np.array(geoms, dtype=object)
@@ -230,14 +239,16 @@ class OsmJoin(Stage):
             visible = ((kind == "polygon" and area >= self.min_polygon)
                        or (kind == "line" and length >= self.min_line)
                        or (kind == "point" and self.min_point is not None))
-            for key, value, phrase in index.tags[i]:
+            for rank, (key, value, phrase) in enumerate(index.tags[i]):
                 entry = agg.get((key, value))
                 if entry is None:
                     entry = agg[(key, value)] = {
                         "key": key, "value": value, "phrase": phrase.singular,
                         "plural": phrase.plural, "mass": phrase.mass, "category": phrase.category,
-                        "count": 0, "visible_count": 0, "geom_types": Counter()}
+                        "count": 0, "visible_count": 0, "primary_count": 0,
+                        "geom_types": Counter()}
                 entry["count"] += 1
+                entry["primary_count"] += int(rank == 0)
                 entry["visible_count"] += int(visible)
                 entry["geom_types"][kind] += 1
                 parts[(key, value)].append(clipped)
@@ -263,6 +274,7 @@ class OsmJoin(Stage):
             entry.update({
                 "tag": f"{tag[0]}={tag[1]}",
                 "visible": entry["visible_count"] > 0,
+                "primary": entry.pop("primary_count") > 0,
                 "area_m2": round(area_px * px_area_m2, 1),
                 "area_share": round(min(1.0, area_px / (width * height)), 4),
                 "length_m": round(length_px * px_len_m, 1),
