@@ -51,9 +51,16 @@ class Stage:
     def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
         raise NotImplementedError
 
+    def init_lazy(self) -> None:
+        """(Re)set worker-local state (``_lazy*`` attributes): called on creation and unpickling."""
+
     def __getstate__(self) -> dict[str, Any]:
         # never ship lazily built worker state (indexes, models) between processes
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_lazy")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.init_lazy()
 
 
 # stage type -> "module:Class"; imported only when a recipe uses the stage

@@ -99,6 +99,9 @@ class OsmJoin(Stage):
         self.drop_empty: bool = self.config.get("drop_without_visible", False)
         self.cache_path: str | None = None
         self.source_ids: list[str] = []
+        self.init_lazy()
+
+    def init_lazy(self) -> None:
         self._lazy_indexes: dict[str, _Index] = {}
         self._lazy_vocab: Vocabulary | None = None
 
@@ -214,7 +217,7 @@ class OsmJoin(Stage):
         transform = Affine(*geo["transform"])
         inv = ~transform
         inv_params = [inv.a, inv.b, inv.d, inv.e, inv.xoff, inv.yoff]
-        corners = [transform * xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
+        corners = [transform @ xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
         tile = shapely.Polygon(corners)
         gx, gy = geo["gsd_xy_m"]
         px_area_m2 = gx * gy

@@ -123,7 +123,7 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
     """
     if overlap >= size:
         raise InputError(f"source.tile.overlap ({overlap}) must be smaller than the tile size ({size})")
-    cx, cy = transform * (width / 2, height / 2)
+    cx, cy = transform @ (width / 2, height / 2)
     dx0, dy0 = pixel_size_m(crs, transform, cx, cy)
     target = gsd if gsd else math.sqrt(dx0 * dy0)
     stride = size - overlap
@@ -136,7 +136,7 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
     for row in range(n_rows):
         row_off = row * step_h
         if crs.is_geographic:
-            x, y = transform * (width / 2, row_off + src_h / 2)
+            x, y = transform @ (width / 2, row_off + src_h / 2)
             dx, _ = pixel_size_m(crs, transform, x, y)
         else:
             dx = dx0
@@ -270,10 +270,10 @@ class RasterTiler:
         else:
             render = data
         rgb = to_rgb8(render, valid, info.limits)
-        transform = window_transform(win, src.transform) * Affine.scale(tile.width / size,
+        transform = window_transform(win, src.transform) @ Affine.scale(tile.width / size,
                                                                          tile.height / size)
         bounds = _corner_bounds(transform, size)
-        cx, cy = transform * (size / 2, size / 2)
+        cx, cy = transform @ (size / 2, size / 2)
         gx, gy = pixel_size_m(crs, transform, cx, cy)
         wgs = bounds_wgs84(crs, bounds)
         key = f"{info.id}_{tile.col:05d}_{tile.row:05d}"
@@ -311,5 +311,5 @@ class RasterTiler:
 
 
 def _corner_bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:
-    xs, ys = zip(*(transform * (c, r) for c, r in ((0, 0), (size, 0), (0, size), (size, size))))
+    xs, ys = zip(*(transform @ (c, r) for c, r in ((0, 0), (size, 0), (0, size), (size, size))))
     return min(xs), min(ys), max(xs), max(ys)
