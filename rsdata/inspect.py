@@ -64,7 +64,7 @@ class TarSample:
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
-    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): the key ends at the basename's first dot."""
+    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): keys end at the basename's first dot."""
     head, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     if not dot or not stem:
@@ -101,22 +101,27 @@ class ShardCheck:
     nbytes: int = 0
     sha256: str = ""
     samples: int = 0
+    read_error: str = ""
     problems: list[str] = field(default_factory=list)
 
     def finish(self) -> None:
         if not self.sha256:  # missing file: nothing more to compare
             return
         if self.nbytes != self.expected_bytes:
-            self.problems.append(f"size is {self.nbytes:,} bytes, manifest says {self.expected_bytes:,}")
+            self.problems.append(f"size is {self.nbytes:,} bytes, "
+                                 f"manifest says {self.expected_bytes:,}")
         if self.sha256 != self.expected_sha256:
             self.problems.append(f"sha256 mismatch: file {self.sha256[:16]}..., "
                                  f"manifest {self.expected_sha256[:16]}...")
         if self.samples != self.expected_samples:
-            self.problems.append(f"{self.samples} samples read, manifest says {self.expected_samples}")
+            self.problems.append(f"{self.samples} samples read, "
+                                 f"manifest says {self.expected_samples}")
+        if self.read_error:
+            self.problems.append(self.read_error)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "ok": not self.problems, "bytes": self.nbytes, "sha256": self.sha256,
-                "samples": self.samples, "problems": self.problems}
+        return {"path": self.path, "ok": not self.problems, "bytes": self.nbytes,
+                "sha256": self.sha256, "samples": self.samples, "problems": self.problems}
 
 
 def read_shard(path: Path, check: ShardCheck) -> Iterator[TarSample]:
@@ -132,7 +137,7 @@ def read_shard(path: Path, check: ShardCheck) -> Iterator[TarSample]:
                     check.samples += 1
                     yield sample
         except (tarfile.TarError, OSError, EOFError) as exc:
-            check.problems.append(f"unreadable tar after {check.samples} samples: {exc}")
+            check.read_error = f"unreadable tar after {check.samples} samples ({exc})"
         reader.drain()
     check.nbytes, check.sha256 = reader.nbytes, reader.sha.hexdigest()
     check.finish()
@@ -272,7 +277,8 @@ def scan_corpus(base: Path, manifest: dict[str, Any], samples: int) -> Scan:
             index = stats.samples
             meta = stats.add(sample)
             if index in picks:
-                sheet.append(SheetItem(sample.key, primary_caption(sample, meta), sample_image(sample)))
+                caption = primary_caption(sample, meta)
+                sheet.append(SheetItem(sample.key, caption, sample_image(sample)))
     return Scan(stats, checks, sheet)
 
 
@@ -310,8 +316,9 @@ def build_summary(out_dir: Path, manifest: dict[str, Any], scan: Scan) -> dict[s
         },
         "integrity": {"ok": not bad and stats.samples == manifest["nsamples"],
                       "shards_checked": len(scan.checks), "bad_shards": bad},
-        "samples": {"read": stats.samples, "members": ranked(stats.members), "no_json": stats.no_json,
-                    "bad_json": stats.bad_json, "no_image": stats.no_image,
+        "samples": {"read": stats.samples, "members": ranked(stats.members),
+                    "no_json": stats.no_json, "bad_json": stats.bad_json,
+                    "no_image": stats.no_image,
                     "duplicate_keys": stats.duplicate_keys, "synthetic": stats.synthetic},
         "stages": [{"name": s["name"], "in": s["in"], "out": s["out"], "dropped": s["dropped"]}
                    for s in manifest["stages"]],
@@ -367,7 +374,8 @@ def text_histogram(counts: dict[str, int], indent: str = "    ", width: int = 30
 def section_header(s: dict[str, Any]) -> list[str]:
     c = s["corpus"]
     lines = [f"rsdata corpus '{c['name']}'  ({c['dir']})",
-             f"  recipe {c['recipe_hash'][:12]}  |  rsdata {c['rsdata_version']}  |  created {c['created']}",
+             f"  recipe {c['recipe_hash'][:12]}  |  rsdata {c['rsdata_version']}  |  "
+             f"created {c['created']}",
              f"  {c['nsamples']:,} samples in {c['shards']} shards, {fmt_bytes(c['bytes'])} "
              f"({c['bytes']:,} bytes)"]
     if c["nsamples"] == 0:
@@ -378,7 +386,9 @@ def section_header(s: dict[str, Any]) -> list[str]:
 def section_integrity(s: dict[str, Any]) -> list[str]:
     integ, c = s["integrity"], s["corpus"]
     lines = ["Shards (size and sha256 against the manifest)"]
-    if not integ["bad_shards"]:
+    if not integ["shards_checked"]:
+        lines.append("  no shards to check")
+    elif not integ["bad_shards"]:
         lines.append(f"  OK: all {integ['shards_checked']} shards match the manifest")
     for bad in integ["bad_shards"]:
         lines.append(f"  MISMATCH {bad['path']}: {'; '.join(bad['problems'])}")
@@ -386,8 +396,9 @@ def section_integrity(s: dict[str, Any]) -> list[str]:
         lines.append(f"  MISMATCH samples: {c['samples_read']:,} read from the shards, "
                      f"manifest says {c['nsamples']:,}")
     smp = s["samples"]
-    notes = [f"{smp[k]} {label}" for k, label in (("no_json", "without json"), ("bad_json", "with bad json"),
-             ("no_image", "without an image"), ("duplicate_keys", "duplicate keys")) if smp[k]]
+    labels = {"no_json": "without json", "bad_json": "with bad json",
+              "no_image": "without an image", "duplicate_keys": "duplicate keys"}
+    notes = [f"{smp[k]} {label}" for k, label in labels.items() if smp[k]]
     if notes:
         lines.append("  problems in samples: " + ", ".join(notes))
     if smp["members"]:
@@ -398,7 +409,7 @@ def section_integrity(s: dict[str, Any]) -> list[str]:
 def section_stages(s: dict[str, Any]) -> list[str]:
     lines = ["Stages", f"  {'stage':<22} {'in':>8} {'out':>8}  dropped"]
     for st in s["stages"]:
-        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(st["dropped"].items(), key=lambda kv: -kv[1]))
+        reasons = ", ".join(f"{r} {n:,}" for r, n in ranked(Counter(st["dropped"])).items())
         lines.append(f"  {st['name']:<22} {st['in']:>8,} {st['out']:>8,}  {reasons or '-'}")
     if not s["stages"]:
         lines.append("  (no stage counts in the manifest)")
@@ -432,9 +443,13 @@ def section_geo(s: dict[str, Any]) -> list[str]:
     geo = s["geo"]
     return ["Geometry",
             f"  GSD (m): {fmt_stats(geo['gsd_m'])}",
-            "  GSD values: " + (", ".join(f"{k} m x {v:,}" for k, v in geo["gsd_values"].items()) or "n/a"),
-            "  CRS: " + (", ".join(f"{k} x {v:,}" for k, v in geo["crs"].items()) or "n/a"),
-            "  tile size (px): " + (", ".join(f"{k} x {v:,}" for k, v in geo["tile_size"].items()) or "n/a")]
+            f"  GSD values: {fmt_counts(geo['gsd_values'], ' m')}",
+            f"  CRS: {fmt_counts(geo['crs'])}",
+            f"  tile size (px): {fmt_counts(geo['tile_size'])}"]
+
+
+def fmt_counts(counts: dict[str, int], unit: str = "") -> str:
+    return ", ".join(f"{k}{unit} x {v:,}" for k, v in counts.items()) or "n/a"
 
 
 def section_sources(s: dict[str, Any]) -> list[str]:
@@ -445,7 +460,8 @@ def section_sources(s: dict[str, Any]) -> list[str]:
         lines.append(f"      {m['attribution']}")
     if src["samples_by_source"]:
         lines.append("  samples by source:")
-        lines += [f"    {sid}  {v['samples']:,}  ({v['license']})" for sid, v in src["samples_by_source"].items()]
+        lines += [f"    {sid}  {v['samples']:,}  ({v['license']})"
+                  for sid, v in src["samples_by_source"].items()]
     if s["samples"]["synthetic"]:
         lines.append(f"  synthetic samples: {s['samples']['synthetic']:,}")
     return lines
@@ -505,6 +521,7 @@ def ellipsize(text: str, f: Font, width: float, force: bool = False) -> str:
     """``text`` cut to ``width`` pixels with '...' where cut (always with ``force``)."""
     if not force and text_width(text, f) <= width:
         return text
+    text = text.rstrip(" .") if force else text
     while text and text_width(text + "...", f) > width:
         text = text[:-1]
     return text.rstrip() + "..."
@@ -531,7 +548,7 @@ def wrap(text: str, f: Font, width: float, max_lines: int) -> list[str]:
 
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
@@ -644,7 +661,8 @@ def draw_tag_histogram(tags: list[dict[str, Any]], title: str, subtitle: str) ->
     draw_axis(draw, x0, top, top + row_h * len(tags), step, most, scale)
     for i, t in enumerate(tags):
         y = top + i * row_h
-        draw.text((x0 - 10, y + row_h / 2 - 1), t["phrase"] or t["tag"], font=f_label, fill=INK, anchor="rb")
+        draw.text((x0 - 10, y + row_h / 2 - 1), t["phrase"] or t["tag"], font=f_label, fill=INK,
+                  anchor="rb")
         draw.text((x0 - 10, y + row_h / 2 + 1), t["tag"], font=f_tag, fill=MUTED, anchor="rt")
         y_bar = y + (row_h - bar_h) / 2
         x1 = x0 + max(2.0, t["samples"] * scale)
@@ -665,7 +683,8 @@ def draw_axis(draw: ImageDraw.ImageDraw, x0: int, y_top: int, y_bottom: int, ste
         draw.line((x, y_top - 4, x, y_bottom), fill=RULE if value else MUTED, width=1)
         draw.text((x, y_bottom + 6), f"{value:,}", font=font(13), fill=MUTED, anchor="mt")
         value += step
-    draw.text((x0, y_bottom + 26), "samples where the tag is visible", font=font(13), fill=MUTED, anchor="lt")
+    draw.text((x0, y_bottom + 26), "samples where the tag is visible", font=font(13), fill=MUTED,
+              anchor="lt")
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -676,13 +695,14 @@ def write_outputs(out: Path, summary: dict[str, Any], scan: Scan) -> dict[str, s
     c = summary["corpus"]
     files = {name: str(out / name) for name in
              ("contact_sheet.png", "tag_histogram.png", "report.txt", "summary.json")}
-    sheet_sub = (f"{len(scan.sheet)} of {c['samples_read']:,} samples, evenly spread  |  "
-                 f"recipe {c['recipe_hash'][:12]}")
+    recipe = f"recipe {c['recipe_hash'][:12]}"
+    shown = f"{len(scan.sheet)} of {c['samples_read']:,} samples, evenly spread"
+    sheet_sub = f"{shown if scan.sheet else 'empty corpus'}  |  {recipe}"
     sheet = draw_contact_sheet(scan.sheet, f"{c['name']}: contact sheet", sheet_sub)
     atomic_write_bytes(out / "contact_sheet.png", png_bytes(sheet))
     tags = summary["tags"]["top"]
     hist_sub = (f"top {len(tags)} of {summary['tags']['distinct_visible']} visible OSM tags, "
-                f"by samples (of {c['samples_read']:,})")
+                f"by samples (of {c['samples_read']:,})  |  {recipe}" if tags else recipe)
     hist = draw_tag_histogram(tags, f"{c['name']}: OSM tags", hist_sub)
     atomic_write_bytes(out / "tag_histogram.png", png_bytes(hist))
     return files
@@ -701,5 +721,6 @@ def inspect_corpus(out_dir: Path, samples: int = 12, out: Path | None = None) ->
     summary["files"] = files
     report = format_report(summary, files)
     atomic_write_bytes(out / "report.txt", report.encode("utf-8"))
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
+    summary_text = json.dumps(summary, indent=2, ensure_ascii=False)
+    atomic_write_bytes(out / "summary.json", summary_text.encode("utf-8"))
     return report

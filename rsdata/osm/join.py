@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from rsdata.osm.vocabulary import Phrase, Vocabulary
 from rsdata.sample import Sample
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
+from rsdata.writer import atomic_write_bytes
 
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
@@ -153,10 +153,7 @@ class OsmJoin(Stage):
                 features.extend(fs)
             report["sources"] = per_source
             features.stats["_sources"] = per_source  # type: ignore[assignment]
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as fh:
-                pickle.dump(features, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cache)
+            atomic_write_bytes(cache, pickle.dumps(features, protocol=pickle.HIGHEST_PROTOCOL))
         self.cache_path = str(cache)
         self.source_ids = [s["id"] for s in report["sources"]]
         report["features"] = len(features)

@@ -22,6 +22,7 @@ from rsdata.osm.features import FeatureSet
 
 BBox = tuple[float, float, float, float]
 
+BBOX_PUSHDOWN_BYTES = 256 * 2**20
 OSM_SUFFIXES = (".osm", ".osm.pbf", ".pbf", ".osm.gz", ".osm.bz2", ".osm.xml")
 # attribute columns that describe the feature rather than being OSM tags
 _ID_COLUMNS = {"full_id", "osm_id", "osm_type", "id", "fid", "element_type", "element", "osmid",
@@ -93,18 +94,21 @@ def read_vector(path: Path, layers: list[str] | None = None, bbox: BBox | None =
 def _read_layer(path: Path, layer: str, bbox: BBox | None, stats: Any) -> Any:
     """Read one layer, limited to ``bbox``; survive files GDAL half-reads.
 
-    A spatial filter pushed down to GDAL can fail on a slightly corrupt file (the sample
-    rivers.shp has a bad record size) where a plain read works: then filter in memory. When
-    even that fails, read feature by feature and count the unreadable ones.
+    Files up to BBOX_PUSHDOWN_BYTES are read whole and filtered in memory, so that null and
+    empty geometries are seen and counted (GDAL's spatial filter would hide them); larger files
+    push the filter down to GDAL. A pushed-down filter can fail on a slightly corrupt file (the
+    sample rivers.shp has a bad record size) where a plain read works: then filter in memory.
+    When even that fails, read feature by feature and count the unreadable ones.
     """
     import geopandas as gpd
     import pandas as pd
     import pyogrio
 
-    try:
-        return gpd.read_file(path, layer=layer, bbox=bbox)
-    except Exception:  # noqa: BLE001 - GDAL errors come in many types
-        pass
+    if bbox is not None and path.stat().st_size > BBOX_PUSHDOWN_BYTES:
+        try:
+            return gpd.read_file(path, layer=layer, bbox=bbox)
+        except Exception:  # noqa: BLE001 - GDAL errors come in many types
+            pass
     try:
         frame = gpd.read_file(path, layer=layer)
     except Exception:  # noqa: BLE001
@@ -119,11 +123,14 @@ def _read_layer(path: Path, layer: str, bbox: BBox | None, stats: Any) -> Any:
             raise InputError(f"cannot read any feature of layer {layer!r} of {path}; the file is "
                              "corrupt: re-export it (ogr2ogr) and run again") from None
         frame = gpd.GeoDataFrame(pd.concat(pieces, ignore_index=True), crs=pieces[0].crs)
-    stats["fallback:in_memory_bbox_filter"] += 1
     if bbox is not None:
         import shapely
 
-        frame = frame[frame.geometry.intersects(shapely.box(*bbox))]
+        geoms = frame.geometry
+        # null/empty geometries go on to check_geometry, which counts them as dropped
+        keep = geoms.isna() | geoms.is_empty | geoms.intersects(shapely.box(*bbox))
+        stats["skipped:outside_bbox"] += int((~keep).sum())
+        frame = frame[keep]
     return frame
 
 

@@ -1,0 +1,198 @@
+"""The osm_join stage on hand-built tiles whose answers can be computed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.warp import transform_bounds
+from shapely.geometry import LineString, Point, Polygon, box
+
+from rsdata.errors import InputError
+from rsdata.osm.join import OsmJoin, position_words
+from rsdata.sample import Sample
+from rsdata.stage import RunContext
+from rsdata.stats import StageStats
+
+# a 100 x 100 px tile at 1 m/px in UTM 34S; top-left corner at (X0, Y0)
+X0, Y0 = 330000.0, 6230000.0
+UTM = "EPSG:32734"
+AREA = tuple(transform_bounds(UTM, "EPSG:4326", X0 - 1000, Y0 - 1000, X0 + 1000, Y0 + 1000))
+
+
+def tile_sample(key: str = "t_00000_00000", crs: str = UTM, transform: Affine | None = None,
+                size: int = 100, gsd: tuple[float, float] = (1.0, 1.0)) -> Sample:
+    transform = transform or Affine(1.0, 0, X0, 0, -1.0, Y0)
+    meta = {"key": key, "geo": {"crs": crs, "transform": list(transform)[:6], "size": [size, size],
+                                "gsd_xy_m": list(gsd), "gsd_m": float(np.sqrt(gsd[0] * gsd[1]))}}
+    return Sample(key=key, image=b"", meta=meta)
+
+
+def write_osm(path: Path, rows: list[tuple[Any, dict[str, str]]], crs: str = UTM) -> Path:
+    frame = gpd.GeoDataFrame([t for _, t in rows], geometry=[g for g, _ in rows], crs=crs)
+    frame.to_crs(4326).to_file(path, driver="GeoJSON")
+    return path
+
+
+def make_stage(tmp_path: Path, osm: Path, bounds: tuple[float, float, float, float] | None = None,
+               **cfg: Any) -> tuple[OsmJoin, dict[str, Any]]:
+    stage = OsmJoin({"type": "osm_join", "sources": [{"path": str(osm)}], **cfg})
+    ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "state",
+                     raster_bounds_wgs84=[bounds or AREA], raster_crs=[UTM])
+    report = stage.prepare(ctx)
+    return stage, report
+
+
+def by_tag(osm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["tag"]: t for t in osm["tags"]}
+
+
+def at(x: float, y: float) -> tuple[float, float]:
+    """UTM coordinates of tile pixel (x, y)."""
+    return X0 + x, Y0 - y
+
+
+def rect(x0: float, y0: float, x1: float, y1: float) -> Polygon:
+    (ax, ay), (bx, by) = at(x0, y0), at(x1, y1)
+    return box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> tuple[OsmJoin, dict[str, Any]]:
+    rows = [
+        (rect(5, 5, 15, 15), {"building": "yes"}),                      # 100 m2, top left
+        (rect(80, 80, 82, 82), {"building": "yes"}),                    # 4 m2: too small to see
+        (rect(50, -50, 150, 50), {"landuse": "farmland"}),              # top right quarter inside
+        (LineString([at(-10, 50), at(110, 50)]), {"highway": "residential"}),  # 100 m across
+        (LineString([at(90, 95), at(95, 95)]), {"highway": "track"}),   # 5 m: too short
+        (Point(at(30, 70)), {"amenity": "restaurant"}),
+        (LineString([at(0, 20), at(40, 20)]), {"highway": "foo_bar"}),  # unknown value
+        (rect(500, 500, 510, 510), {"building": "yes"}),                # outside the tile
+    ]
+    osm = write_osm(tmp_path / "osm.geojson", rows)
+    return make_stage(tmp_path, osm)
+
+
+def test_counts_areas_lengths_positions(scene: tuple[OsmJoin, dict[str, Any]]) -> None:
+    stage, report = scene
+    assert report["features"] == 8
+    osm = stage.join(tile_sample())
+    tags = by_tag(osm)
+    b = tags["building=yes"]
+    assert b["count"] == 2 and b["visible_count"] == 1 and b["visible"]
+    assert b["area_m2"] == pytest.approx(104, abs=0.5)
+    assert b["position"] == "top left"
+    farm = tags["landuse=farmland"]
+    assert farm["area_share"] == pytest.approx(0.25, abs=1e-3)
+    assert farm["area_m2"] == pytest.approx(2500, rel=1e-3)
+    assert farm["position"] == "top right" and farm["mass"]
+    road = tags["highway=residential"]
+    assert road["length_m"] == pytest.approx(100, abs=0.1)
+    assert road["position"] == "across"
+    assert road["phrase"] == "residential road"
+    assert not tags["highway=track"]["visible"]  # 5 px < 8 px
+    assert tags["highway=foo_bar"]["phrase"] == "foo bar road"
+    assert "amenity=restaurant" not in tags  # not a feature one can see from above
+    # visible tags first, largest area first
+    assert osm["tags"][0]["tag"] == "landuse=farmland"
+    assert osm["n_features"] == 6
+
+
+def test_visibility_threshold_is_configurable(tmp_path: Path) -> None:
+    osm = write_osm(tmp_path / "o.geojson", [(rect(10, 10, 12, 12), {"building": "yes"})])
+    strict, _ = make_stage(tmp_path, osm)
+    assert not by_tag(strict.join(tile_sample()))["building=yes"]["visible"]
+    loose, _ = make_stage(tmp_path, osm, min_pixels={"polygon": 3.5})
+    assert by_tag(loose.join(tile_sample()))["building=yes"]["visible"]
+
+
+def test_drop_without_visible_counts_the_reason(tmp_path: Path) -> None:
+    osm = write_osm(tmp_path / "o.geojson", [(rect(10, 10, 12, 12), {"building": "yes"})])
+    stage, _ = make_stage(tmp_path, osm, drop_without_visible=True)
+    stats = StageStats("osm_join")
+    out = list(stage(iter([tile_sample("a_0_0"), tile_sample("a_1_0")]), stats))
+    assert out == [] and stats.dropped["no_visible_osm_tags"] == 2 and stats.n_in == 2
+
+
+def test_invalid_and_empty_geometries_are_repaired_or_dropped(tmp_path: Path) -> None:
+    bowtie = Polygon([at(0, 0), at(40, 40), at(40, 0), at(0, 40), at(0, 0)])
+    assert not bowtie.is_valid
+    path = tmp_path / "bad.geojson"
+    feats = [
+        {"type": "Feature", "properties": {"building": "yes"}, "geometry": json.loads(gpd.GeoSeries([bowtie], crs=UTM).to_crs(4326).to_json())["features"][0]["geometry"]},
+        {"type": "Feature", "properties": {"building": "yes"}, "geometry": None},
+        {"type": "Feature", "properties": {"highway": "track"}, "geometry": {"type": "LineString", "coordinates": []}},
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    stage, report = make_stage(tmp_path, path)
+    stats = report["sources"][0]["stats"]
+    assert stats["repaired:invalid_geometry"] == 1
+    assert stats["dropped:empty_geometry"] == 2
+    b = by_tag(stage.join(tile_sample()))["building=yes"]
+    assert b["area_m2"] == pytest.approx(800, rel=0.01)  # two triangles of 400 m2
+
+
+def test_geographic_tile_measures_metres(tmp_path: Path) -> None:
+    # a tile in EPSG:4326 at -34 deg: 2.5e-5 deg/px; a 0.001 deg east-west line
+    lat = -34.0
+    transform = Affine(2.5e-5, 0, 20.5, 0, -2.5e-5, lat)
+    line = LineString([(20.5005, lat - 0.001), (20.5015, lat - 0.001)])
+    osm = write_osm(tmp_path / "g.geojson", [(line, {"highway": "track"})], crs="EPSG:4326")
+    stage, _ = make_stage(tmp_path, osm, bounds=(20.49, -34.01, 20.51, -33.99))
+    gx, gy = 2.5e-5 * 92_385, 2.5e-5 * 110_922  # metres per pixel at 34 S
+    tag = by_tag(stage.join(tile_sample(crs="EPSG:4326", transform=transform, gsd=(gx, gy))))["highway=track"]
+    expected = 0.001 * 92_385  # metres of one 0.001 deg of longitude at 34 S
+    assert tag["length_m"] == pytest.approx(expected, rel=0.1)
+
+
+def test_stage_pickles_without_worker_state(scene: tuple[OsmJoin, dict[str, Any]]) -> None:
+    import pickle
+
+    stage, _ = scene
+    stage.join(tile_sample())
+    assert stage._lazy_indexes
+    clone = pickle.loads(pickle.dumps(stage))
+    assert clone._lazy_indexes == {}
+    assert by_tag(clone.join(tile_sample())) == by_tag(stage.join(tile_sample()))
+
+
+@pytest.mark.parametrize("weights, word", [
+    ([[1, 0, 0], [0, 0, 0], [0, 0, 0]], "top left"),
+    ([[0, 0, 0], [0, 1, 0], [0, 0, 0]], "center"),
+    ([[0, 0, 0], [0, 0, 0], [0, 1, 1]], "bottom right"),
+    ([[0, 0, 0], [1, 1, 1], [0, 0, 0]], "across"),
+    ([[1, 1, 1], [1, 1, 1], [1, 1, 1]], "across"),
+    ([[0, 1, 0], [0, 1, 0], [0, 0, 0]], "top"),
+])
+def test_position_words(weights: list[list[float]], word: str) -> None:
+    assert position_words(np.array(weights, dtype=float))[0] == word
+
+
+def test_overpass_needs_permission_and_uses_osmnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = OsmJoin({"type": "osm_join", "sources": [{"overpass": True}]})
+    ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "s",
+                     raster_bounds_wgs84=[(20.5, -34.01, 20.51, -34.0)], raster_crs=[UTM])
+    with pytest.raises(InputError, match="allow_network"):
+        stage.prepare(ctx)
+
+    import osmnx
+
+    calls = []
+
+    def fake_features_from_bbox(bbox: tuple[float, ...], tags: dict[str, Any]) -> gpd.GeoDataFrame:
+        calls.append((bbox, tags))  # the internet is the external boundary: answer as Overpass would
+        frame = gpd.GeoDataFrame({"element": ["way"], "id": [42], "building": ["yes"]},
+                                 geometry=[box(20.501, -34.005, 20.5012, -34.0048)], crs=4326)
+        return frame.set_index(["element", "id"])
+
+    monkeypatch.setattr(osmnx, "features_from_bbox", fake_features_from_bbox)
+    online = OsmJoin({"type": "osm_join", "sources": [{"overpass": True}], "allow_network": True,
+                      "keys": ["building"]})
+    report = online.prepare(ctx)
+    assert report["features"] == 1 and calls[0][1] == {"building": True}
+    assert calls[0][0][0] < 20.5 and calls[0][0][2] > 20.51
