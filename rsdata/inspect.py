@@ -269,7 +269,9 @@ class Scan:
 def scan_corpus(base: Path, manifest: dict[str, Any], samples: int) -> Scan:
     """Stream every shard once: check it, gather statistics, keep the contact-sheet samples."""
     picks = set(pick_indices(int(manifest["nsamples"]), samples))
-    stats, checks, sheet = CorpusStats(), [], []
+    stats = CorpusStats()
+    checks: list[ShardCheck] = []
+    sheet: list[SheetItem] = []
     for entry in manifest["shards"]:
         check = ShardCheck(entry["path"], entry["bytes"], entry["sha256"], entry["nsamples"])
         checks.append(check)
