@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add more subcommands: each has ``register(subparsers) -> None`` that adds its
+# parsers and sets ``func`` (called with the parsed args, returns an exit code). Their heavy
+# imports happen inside ``func``, so ``rsdata --help`` stays fast.
+EXTRA_COMMANDS: list[str] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsdata", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rsdata {__version__}")
@@ -62,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--samples", type=_positive_int, default=12, help="samples on the contact sheet")
     insp.add_argument("--out", help="where to write the PNGs (default DIR/inspect)")
     insp.set_defaults(func=cmd_inspect)
+
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(sub)
     return parser
 
 
