@@ -22,7 +22,11 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rsdata.executors.local import run_local, summary
+    args.workers_given = args.workers is not None
+    if args.workers is None:
+        args.workers = 1
+    from rsdata.executors.common import summary
+    from rsdata.executors.local import run_local
     from rsdata.plan import build_plan
     from rsdata.recipe import load_recipe
 
@@ -31,7 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} tiles "
               f"-> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
-    result = run_local(plan, workers=args.workers, progress=not args.quiet)
+    if args.executor == "ray":
+        from rsdata.executors.ray_executor import run_ray
+
+        result = run_ray(plan, workers=args.workers if args.workers_given else None,
+                         address=args.address, progress=not args.quiet)
+    else:
+        result = run_local(plan, workers=args.workers, progress=not args.quiet)
     print(summary(result))
     return 0
 
@@ -47,7 +57,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # Modules that add more subcommands: each has ``register(subparsers) -> None`` that adds its
 # parsers and sets ``func`` (called with the parsed args, returns an exit code). Their heavy
 # imports happen inside ``func``, so ``rsdata --help`` stays fast.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = [
+    "rsdata.commands.score_filter",
+    "rsdata.commands.train_eval",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="build a corpus from a recipe (pipelines/*.yaml)")
     run.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
     run.add_argument("--out", help="output directory (default: the recipe's output.dir, else out/NAME)")
-    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="worker processes (local: default 1; ray: default one per cluster CPU)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where partitions run: local processes (default) or a Ray cluster")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to join (auto, ray://host:port); default: start a local one")
     run.add_argument("--overwrite", action="store_true",
                      help="delete an existing output of a different recipe instead of refusing")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -37,3 +37,7 @@ class MissingDependencyError(RsdataError):
 
 class RunFailedError(RsdataError):
     """A run finished with failed partitions or nothing written."""
+
+
+class OutputWriteError(RsdataError):
+    """Writing the output failed (disk full, quota, file size limit): the run stops."""

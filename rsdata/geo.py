@@ -6,7 +6,7 @@ import math
 from functools import lru_cache
 
 from affine import Affine
-from pyproj import Geod
+from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
@@ -22,11 +22,22 @@ def _linear_factor(crs_wkt: str) -> float:
         return 1.0
 
 
+@lru_cache(maxsize=64)
+def _to_wgs84(crs_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
+
+
+MAX_PROJECTION_DISTORTION = 0.01
+
+
 def pixel_size_m(crs: CRS, transform: Affine, x: float, y: float) -> tuple[float, float]:
     """Ground size in metres of one pixel (x, y) of ``transform`` at CRS coordinate (x, y).
 
     Geographic CRSs are measured on the WGS84 ellipsoid at that latitude, so the x size
-    shrinks with cos(latitude); projected CRSs use their linear unit (metres, feet, ...).
+    shrinks with cos(latitude). Projected CRSs use their linear unit (metres, feet, ...) when
+    that is ground metres to within 1% there (UTM and other local projections: tiles then stay
+    on the native pixel grid); where the projection distorts more (Web Mercator: 1/cos(lat)),
+    the pixel is measured on the ellipsoid instead.
     """
     px = math.hypot(transform.a, transform.d)
     py = math.hypot(transform.b, transform.e)
@@ -36,7 +47,20 @@ def pixel_size_m(crs: CRS, transform: Affine, x: float, y: float) -> tuple[float
         _, _, dy = _GEOD.inv(x, lat - py / 2, x, lat + py / 2)
         return abs(dx), abs(dy)
     factor = _linear_factor(crs.to_wkt())
-    return px * factor, py * factor
+    nominal = (px * factor, py * factor)
+    try:
+        tr = _to_wgs84(crs.to_wkt())
+        lon0, lat0 = tr.transform(x, y)
+        lon1, lat1 = tr.transform(x + transform.a, y + transform.d)
+        lon2, lat2 = tr.transform(x + transform.b, y + transform.e)
+        ground = (abs(_GEOD.inv(lon0, lat0, lon1, lat1)[2]), abs(_GEOD.inv(lon0, lat0, lon2, lat2)[2]))
+    except Exception:  # noqa: BLE001 - a CRS pyproj cannot invert: trust its unit
+        return nominal
+    if not all(math.isfinite(g) and g > 0 for g in ground):
+        return nominal
+    if all(abs(g / n - 1) <= MAX_PROJECTION_DISTORTION for g, n in zip(ground, nominal)):
+        return nominal
+    return ground
 
 
 def bounds_wgs84(crs: CRS, bounds: tuple[float, float, float, float]) -> list[float]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rsdata.errors import OutputConflictError
+from rsdata.errors import InputError, OutputConflictError
 from rsdata.inputs import InputRegistry
 from rsdata.recipe import Recipe, parse_bytes
+from rsdata.remote import is_url
 from rsdata.sources.raster import Partition, make_partitions, plan_raster
 from rsdata.stage import RunContext, Stage, create_stage
 from rsdata.writer import atomic_write_bytes
@@ -55,12 +57,23 @@ def _display(path: Path, recipe: Recipe) -> str:
         return str(path.resolve())
 
 
+def _has_output(out_dir: Path) -> bool:
+    """Did an earlier run leave finished work (markers, shards or a manifest) in ``out_dir``?"""
+    markers = out_dir / STATE_DIR / "partitions"
+    shards = out_dir / "shards"
+    return ((out_dir / "manifest.json").exists()
+            or (markers.is_dir() and any(markers.glob("*.json")))
+            or (shards.is_dir() and any(shards.glob("*.tar"))))
+
+
 def _claim_output(out_dir: Path, recipe: Recipe, recipe_hash: str, overwrite: bool) -> None:
     """Refuse to mix two recipes' outputs in one directory."""
     lock = out_dir / STATE_DIR / "recipe.json"
     if lock.exists():
         previous = json.loads(lock.read_text())
         if previous.get("recipe_hash") != recipe_hash:
+            if not overwrite and not _has_output(out_dir):
+                overwrite = True  # the earlier run wrote nothing: there is nothing to mix with
             if not overwrite:
                 raise OutputConflictError(
                     f"{out_dir} holds the output of another recipe or other inputs (recipe "
@@ -93,15 +106,23 @@ def build_plan(recipe: Recipe, out_dir: Path | None = None, overwrite: bool = Fa
     for entry in src_cfg["rasters"]:
         path = recipe.resolve(entry["path"])
         prov = registry.describe(path, "imagery") if path.is_file() else None
-        display = _display(path, recipe)
+        display = entry["path"] if is_url(entry["path"]) else _display(path, recipe)
         provenance = {"display_path": display, "sha256": prov.sha256 if prov else "",
                       "license": prov.license if prov else "unknown",
                       "attribution": prov.attribution if prov else "unknown"}
         info, windows = plan_raster(entry, path, src_cfg, provenance)
         assert prov is not None
         sources.append(prov.to_json(display))
-        checksums[os.path.relpath(path, recipe.base_dir)] = prov.sha256
+        checksums[entry["path"] if is_url(entry["path"]) else os.path.relpath(path, recipe.base_dir)] = prov.sha256
         rasters.append((info, windows))
+    if not any(windows for _, windows in rasters):
+        raise InputError("no raster of the recipe is large enough for one tile of "
+                         f"{src_cfg['tile']['size']} px at {src_cfg['tile'].get('gsd') or 'native'} m; "
+                         "use smaller tiles (source.tile.size) or a finer gsd")
+    for info, windows in rasters:
+        if not windows:
+            print(f"rsdata: warning: raster {info.id} ({info.extra['width']} x {info.extra['height']} px) "
+                  "is smaller than one tile: it gives no tiles", file=sys.stderr)
     ids = [info.id for info, _ in rasters]
     dupes = {i for i in ids if ids.count(i) > 1}
     if dupes:
@@ -112,7 +133,7 @@ def build_plan(recipe: Recipe, out_dir: Path | None = None, overwrite: bool = Fa
     stages = [create_stage(cfg) for cfg in recipe.stages]
     ctx = RunContext(base_dir=recipe.base_dir, state_dir=out_dir / STATE_DIR,
                      raster_bounds_wgs84=[tuple(i.extra["bounds_wgs84"]) for i, _ in rasters],
-                     raster_crs=[i.crs_wkt for i, _ in rasters])
+                     raster_crs=[i.crs_wkt for i, _ in rasters], allow_remote=recipe.allow_remote)
     for stage, cfg in zip(stages, recipe.stages):
         for path in stage.input_files(ctx):
             prov = registry.describe(path, "osm" if cfg["type"] == "osm_join" else "other")

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 
 from rsdata import schemas
 from rsdata.errors import RecipeError
+from rsdata.remote import is_url, resolve_input
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]i?B)?\s*$")
 _UNITS = {None: 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -100,10 +101,14 @@ class Recipe:
     def output(self) -> dict[str, Any]:
         return self.data["output"]
 
+    @property
+    def allow_remote(self) -> bool:
+        return bool(self.data.get("allow_remote", False))
+
     def resolve(self, path: str) -> Path:
-        """An input path of the recipe, made absolute (relative paths are to the recipe file)."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        """An input of the recipe as a local path (relative paths are to the recipe file; URLs
+        are fetched when the recipe allows remote inputs, else refused)."""
+        return resolve_input(path, self.base_dir, self.allow_remote)
 
     def output_dir(self) -> Path:
         return Path(self.output.get("dir") or f"out/{self.name}")
@@ -122,6 +127,20 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _remote_inputs(data: Any) -> list[str]:
+    """Every string in the recipe that is a URL (inputs, raster paths, OSM sources, ...)."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for value in data.values():
+            found.extend(_remote_inputs(value))
+    elif isinstance(data, list):
+        for value in data:
+            found.extend(_remote_inputs(value))
+    elif isinstance(data, str) and is_url(data):
+        found.append(data)
+    return found
+
+
 def parse_recipe(data: Any, base_dir: Path, path: Path | None = None, what: str = "recipe") -> Recipe:
     """Validate a recipe given as a dict (e.g. from YAML) and fill in its defaults."""
     if not isinstance(data, dict):
@@ -132,6 +151,11 @@ def parse_recipe(data: Any, base_dir: Path, path: Path | None = None, what: str 
         shown = "\n  - ".join(problems[:6])
         raise RecipeError(f"{what} is not a valid recipe:\n  - {shown}\n"
                           "See schemas/recipe.schema.json and the README's recipe section.")
+    if not data.get("allow_remote"):
+        remote = _remote_inputs(data)
+        if remote:
+            raise RecipeError(f"{what} names remote inputs ({', '.join(remote[:3])}); rsdata does not "
+                              "fetch remote inputs unless the recipe says allow_remote: true at its top level")
     resolved = apply_defaults(copy.deepcopy(data), schemas.validator("recipe").schema,
                               schemas.validator("recipe").schema)
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rsdata.remote import resolve_input
 from rsdata.sample import Sample
 from rsdata.stats import StageStats
 
@@ -26,10 +27,11 @@ class RunContext:
     state_dir: Path  # out/.rsdata: caches and markers
     raster_bounds_wgs84: list[tuple[float, float, float, float]]
     raster_crs: list[str]
+    allow_remote: bool = False
 
     def resolve(self, path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        """An input path of the recipe as a local path (see rsdata.remote)."""
+        return resolve_input(path, self.base_dir, self.allow_remote)
 
 
 class Stage:
@@ -43,6 +45,11 @@ class Stage:
     def input_files(self, ctx: RunContext) -> list[Path]:
         """Files this stage reads (their checksums go into the recipe hash and the manifest)."""
         return []
+
+    def resources(self) -> dict[str, float]:
+        """Resources a worker running this stage needs besides one CPU (e.g. ``{"num_gpus": 1}``);
+        executors that schedule by resource (Ray) ask for them."""
+        return {}
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         """Run once in the driver before any partition; returns facts for the manifest."""
@@ -67,6 +74,9 @@ class Stage:
 STAGES: dict[str, str] = {
     "osm_join": "rsdata.osm.join:OsmJoin",
     "template_captions": "rsdata.captions.templates:TemplateCaptions",
+    "llm_caption": "rsdata.llm.stage:LlmCaption",
+    "score": "rsdata.scoring.stage:ScoreStage",
+    "filter": "rsdata.filtering.stage:FilterStage",
 }
 
 

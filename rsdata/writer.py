@@ -55,11 +55,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -135,13 +139,20 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the shard being written (on error): nothing half-written stays behind."""
+        if self._tar is not None:
+            try:  # close the tar stream first, or its finaliser writes to a closed file later
+                self._tar.close()
+            except (OSError, ValueError):
+                pass  # the disk may be full: closing flushes and can fail again
         if self._fh is not None:
             try:
                 self._fh.close()
-            finally:
-                if self._tmp is not None and self._tmp.exists():
-                    self._tmp.unlink()
+            except OSError:
+                pass
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
         self._tar = self._fh = self._hash = None
+        self._tmp = self._final = None
 
     @property
     def nsamples(self) -> int:

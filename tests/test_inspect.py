@@ -48,6 +48,11 @@ SAMPLES: list[list[tuple[str, list[Tag], list[Caption], str]]] = [
 ]
 
 
+LLM_PROVENANCE = {"llm": {"backend": "openai", "model": "test-model", "prompt_version": "p1",
+                          "settings": {"temperature": 0.0}},
+                  "human": {"round": "r1"}}
+
+
 def tag_json(tag: str, phrase: str, visible: bool) -> dict[str, Any]:
     key, value = tag.split("=")
     return {"key": key, "value": value, "tag": tag, "phrase": phrase, "count": 1,
@@ -57,7 +62,8 @@ def tag_json(tag: str, phrase: str, visible: bool) -> dict[str, Any]:
 
 def sample_json(key: str, tags: list[tuple[str, str, bool]],
                 captions: list[tuple[str, str, str | None]]) -> dict[str, Any]:
-    caps = [{"text": t, "kind": k, **({"template": tpl} if tpl else {})} for t, k, tpl in captions]
+    caps = [{"text": t, "kind": k, **({"template": tpl} if tpl else {}), **LLM_PROVENANCE.get(k, {})}
+            for t, k, tpl in captions]
     meta = {
         "schema_version": 1, "key": key, "synthetic": False,
         "source": {"type": "raster", "id": "test-src", "license": LICENSE, "attribution": "test"},

@@ -8,18 +8,21 @@ reruns never duplicate a sample.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rsdata.errors import OutputWriteError
 from rsdata.sources.raster import STAGE_NAME, Partition, RasterTiler
 from rsdata.stage import Stage
 from rsdata.stats import StageStats
 from rsdata.writer import ShardWriter, atomic_write_bytes
 
 MARKER_DIR = "partitions"
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass
@@ -86,6 +89,15 @@ def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
             writer.write(sample)
             write_stats.n_out += 1
         shards = writer.close()
+    except OSError as exc:
+        writer.abort()
+        if exc.errno in _NO_SPACE:
+            raise OutputWriteError(
+                f"cannot write the shards of partition {part.id} in {out_dir}: {exc.strerror} "
+                f"({errno.errorcode.get(exc.errno or 0, exc.errno)}). Nothing half-written was kept; "
+                "free some space (or choose another --out) and run the same command again: finished "
+                "partitions are kept.") from None
+        raise
     except BaseException:
         writer.abort()
         raise
@@ -101,7 +113,13 @@ def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
         "stats": [s.to_json() for s in stats + [write_stats]],
         "seconds": round(time.perf_counter() - started, 3),
     }
-    atomic_write_bytes(marker_path(state_dir, part.id), json.dumps(marker, indent=1).encode())
+    try:
+        atomic_write_bytes(marker_path(state_dir, part.id), json.dumps(marker, indent=1).encode())
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise OutputWriteError(f"cannot write the completion marker of partition {part.id}: "
+                                   f"{exc.strerror}; free some space and run again") from None
+        raise
     return marker
 
 

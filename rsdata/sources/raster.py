@@ -151,14 +151,24 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
 
 
 def _sample_limits(src: rasterio.DatasetReader, bands: list[int], windows: list[TileWindow],
-                   low: float, high: float) -> Stretch:
+                   low: float, high: float, on_error: str) -> Stretch:
     """Stretch limits of the whole raster estimated from up to 25 tiles spread over it."""
     picks = windows[:: max(1, len(windows) // 25)][:25]
     chunks, masks = [], []
     for w in picks:
         win = Window(w.col_off, w.row_off, w.width, w.height)
-        chunks.append(src.read(bands, window=win, out_shape=(len(bands), 64, 64)))
-        masks.append(src.dataset_mask(window=win, out_shape=(64, 64)) > 0)
+        try:
+            chunk = src.read(bands, window=win, out_shape=(len(bands), 64, 64))
+            mask = src.dataset_mask(window=win, out_shape=(64, 64)) > 0
+        except RasterioError as exc:
+            if on_error == "skip":
+                continue  # the tile itself will be dropped as read_error when it is read
+            raise InputError(
+                f"{src.name}: cannot read tile col={w.col} row={w.row} while estimating the "
+                f"contrast stretch: {_gdal_reason(exc)}. The file is probably truncated or corrupt: re-download "
+                "it, or set source.on_read_error: skip to drop unreadable tiles.") from None
+        chunks.append(chunk)
+        masks.append(mask)
     data = np.concatenate(chunks, axis=2) if chunks else np.zeros((len(bands), 1, 1))
     valid = np.concatenate(masks, axis=1) if masks else np.ones((1, 1), bool)
     return percentile_limits(data, valid, low, high)
@@ -182,7 +192,8 @@ def plan_raster(entry: dict[str, Any], path: Path, cfg: dict[str, Any], provenan
             mode = "none" if src.dtypes[0] == "uint8" else "percentile"
         limits = None
         if mode == "percentile" and windows:
-            limits = _sample_limits(src, render, windows, stretch.get("low", 2), stretch.get("high", 98))
+            limits = _sample_limits(src, render, windows, stretch.get("low", 2), stretch.get("high", 98),
+                                    cfg.get("on_read_error", "fail"))
         info = RasterInfo(
             id=entry["id"], path=str(path), display_path=provenance["display_path"],
             sha256=provenance["sha256"], license=provenance["license"],
@@ -258,7 +269,7 @@ class RasterTiler:
                 return None
             raise InputError(
                 f"{info.display_path}: cannot read tile col={tile.col} row={tile.row} "
-                f"(window {win}): {exc}. The file is probably truncated or corrupt: re-download "
+                f"(window {win}): {_gdal_reason(exc)}. The file is probably truncated or corrupt: re-download "
                 "it, or set source.on_read_error: skip to drop unreadable tiles.") from None
         valid = mask > 0
         nodata_fraction = 1.0 - float(valid.mean())
@@ -308,6 +319,13 @@ class RasterTiler:
                                  list(src.colorinterp))
         return Sample(key=key, image=encode_image(rgb, self.fmt, self.quality),
                       image_format=self.fmt, meta=meta, tif=tif)
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's own words for a read error (rasterio puts them in the cause)."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause or exc).strip().rstrip(".")
+    return text or type(exc).__name__
 
 
 def _corner_bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:

@@ -1,0 +1,203 @@
+"""``rsdata score`` and ``rsdata filter``: score a corpus, then keep the pairs that match.
+
+    rsdata score OUT --out OUT2 --scorer hf_clip --model models/remoteclip [--name remoteclip]
+    rsdata filter OUT2 --sweep 0.1,0.15,0.2,0.25            # kept counts, from stored scores
+    rsdata filter OUT2 --out OUT3 --top-fraction 0.5 --dedup --leakage eval/rsicd/dataset_rsicd.json
+
+Both write a new corpus version (never in place) whose manifest names its parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rsdata.cli import _positive_int
+
+SCORER_KINDS = ("baseline", "hf_clip")
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _numbers(text: str) -> list[float]:
+    return [_number(t) for t in text.split(",") if t.strip()]
+
+
+def _bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bits, got {text!r}") from None
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"expected 0..63 bits (of a 64-bit hash), got {value}")
+    return value
+
+
+def _add_scorer_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--scorer", choices=SCORER_KINDS, required=required,
+                   help="baseline: an rsdata checkpoint or run directory; hf_clip: a local Hugging "
+                        "Face CLIPModel directory")
+    p.add_argument("--model", required=required, help="checkpoint file, run directory or model directory")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch (default 64)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default): CUDA with autocast when a GPU is there, else the CPU")
+
+
+def _make_scorer(args: argparse.Namespace, name: str | None = None) -> Any:
+    from rsdata.scoring import create_scorer
+
+    if (args.scorer is None) != (args.model is None):
+        from rsdata.errors import InputError
+
+        raise InputError("--scorer and --model go together: give both or neither")
+    if args.scorer is None:
+        return None
+    return create_scorer(args.scorer, args.model, name=name, batch_size=args.batch_size, device=args.device)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rsdata.scoring.rescore import score_corpus
+
+    scorer = _make_scorer(args, args.name)
+    manifest = score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
+                            overwrite=args.overwrite, progress=not args.quiet)
+    d = manifest["derivation"]
+    print(f"scored {manifest['nsamples']} samples with {scorer.kind} ({scorer.model_path}) as "
+          f"scores.{scorer.name} -> {Path(args.out) / 'manifest.json'}")
+    if d.get("score_summary"):
+        print("score: " + ", ".join(f"{k} {v}" for k, v in d["score_summary"].items()))
+    print(f"{manifest['timing']['seconds']:.1f} s on {d['scorer']['device']}")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rsdata.filtering import EvalSpec, FilterSettings
+
+    splits = tuple(s for s in args.leakage_splits.split(",") if s) if args.leakage_splits else None
+    return FilterSettings(
+        score=args.score, threshold=args.threshold, top_fraction=args.top_fraction, dedup=args.dedup,
+        max_phash_distance=args.max_phash_distance, max_dhash_distance=args.max_dhash_distance,
+        semantic_threshold=args.semantic_threshold,
+        leakage=[EvalSpec(p, args.leakage_images, splits) for p in args.leakage])
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from rsdata.errors import InputError
+    from rsdata.filtering import Corpus, Subset, decide, reshard, sweep
+
+    corpus = Corpus(args.corpus)
+    if args.sweep:
+        name, rows = sweep(corpus, args.score, args.sweep)
+        print(f"scores.{name} over {corpus.nsamples} samples of {corpus.dir}:")
+        print(f"{'threshold':>10} {'kept':>8} {'fraction':>9}")
+        for r in rows:
+            print(f"{r['threshold']:>10.4f} {r['kept']:>8} {r['fraction']:>9.2%}")
+        return 0
+    if args.out is None:
+        raise InputError("rsdata filter needs --out DIR for the filtered corpus (or --sweep to only count)")
+    report = None
+    if args.from_subset:
+        subset = Subset.load(args.from_subset)
+    else:
+        scorer = _make_scorer(args)
+        subset, report = decide(corpus, _settings(args), scorer=scorer, progress=not args.quiet)
+    counts = subset.counts()
+    print(f"keeping {len(subset.kept)} of {len(subset.keys)} samples; dropped: "
+          + (", ".join(f"{r} {n}" for r, n in counts.items()) or "none"))
+    if report is not None:
+        print(f"eval leakage: {report['leaked_samples']} samples match "
+              f"{sum(s['images'] for s in report['eval_sets'])} evaluation images "
+              f"({', '.join(f'{k} {v}' for k, v in report['by_kind'].items()) or 'none'})")
+    if args.subset_only:
+        from rsdata.filtering.corpus import claim_output
+
+        out = Path(args.out)
+        claim_output(out, corpus.dir, args.overwrite)
+        subset.save(out / "subset.json")
+        if report is not None:
+            (out / "leakage_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        print(f"subset list -> {out / 'subset.json'} (apply it with: rsdata filter {args.corpus} "
+              f"--out DIR --from-subset {out / 'subset.json'})")
+        return 0
+    manifest = reshard(corpus, subset, args.out, corpus_name=args.corpus_name, overwrite=args.overwrite,
+                       max_samples=args.max_samples_per_shard, leakage_report=report,
+                       progress=not args.quiet)
+    print(f"{manifest['nsamples']} samples in {len(manifest['shards'])} shards -> "
+          f"{Path(args.out) / 'manifest.json'} (parent {manifest['parent']})")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``score`` and ``filter`` to the ``rsdata`` command line."""
+    sc = sub.add_parser("score", help="score every image-caption pair of a corpus into a new version",
+                        description="Score each sample (image vs its txt caption, cosine) and write a "
+                                    "copy of the corpus whose json holds scores.<name>. The input "
+                                    "corpus is never modified; the new manifest names it as parent.")
+    sc.add_argument("corpus", help="corpus directory (holds manifest.json)")
+    sc.add_argument("--out", required=True, help="directory of the scored copy")
+    _add_scorer_args(sc, required=True)
+    sc.add_argument("--name", help="key under scores (default: the scorer kind)")
+    sc.add_argument("--corpus-name", help="name of the new corpus (default: NAME-scored)")
+    sc.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+    sc.add_argument("--quiet", action="store_true", help="no progress bar")
+    sc.set_defaults(func=cmd_score)
+
+    fl = sub.add_parser("filter", help="keep pairs by score, remove near duplicates and eval leakage",
+                        description="Pass 1 reads the corpus and writes a subset list (kept keys, and "
+                                    "each dropped key with its reason); pass 2 copies the kept samples "
+                                    "into a new corpus whose manifest names its parent and counts "
+                                    "every drop by reason.")
+    fl.add_argument("corpus", help="corpus directory (holds manifest.json)")
+    fl.add_argument("--out", help="directory of the filtered corpus (or of the subset list)")
+    sel = fl.add_mutually_exclusive_group()
+    sel.add_argument("--threshold", type=_number, help="keep samples whose score is >= this")
+    sel.add_argument("--top-fraction", type=_fraction, help="keep this fraction of the best-scored samples")
+    sel.add_argument("--sweep", type=_numbers, metavar="T1,T2,...",
+                     help="only print how many samples each threshold keeps (no output written)")
+    fl.add_argument("--score", help="which score (default: the only one the corpus has)")
+    fl.add_argument("--dedup", action="store_true",
+                    help="remove exact and near-duplicate images (and semantic ones with --semantic-threshold)")
+    fl.add_argument("--max-phash-distance", type=_bits, default=6,
+                    help="pHash bits that may differ in a near duplicate (default 6 of 64)")
+    fl.add_argument("--max-dhash-distance", type=_bits, default=10,
+                    help="dHash bits that may differ in a near duplicate (default 10 of 64)")
+    fl.add_argument("--semantic-threshold", type=_number,
+                    help="image-embedding cosine at or above which images are semantic duplicates "
+                         "(needs --scorer and --model)")
+    fl.add_argument("--leakage", action="append", default=[], metavar="EVAL",
+                    help="drop samples that match evaluation images: a folder, a Karpathy-style JSON "
+                         "(dataset_rsicd.json) or a corpus; repeatable")
+    fl.add_argument("--leakage-images", help="image folder of a Karpathy JSON (default: images/ next to it)")
+    fl.add_argument("--leakage-splits", help="Karpathy splits to guard, e.g. test,val (default: all)")
+    _add_scorer_args(fl, required=False)
+    fl.set_defaults(scorer=None, model=None)
+    fl.add_argument("--subset-only", action="store_true",
+                    help="write only OUT/subset.json (pass 1); apply it later with --from-subset")
+    fl.add_argument("--from-subset", help="reshard a subset list written by --subset-only (pass 2)")
+    fl.add_argument("--max-samples-per-shard", type=_positive_int,
+                    help="samples per output shard (default: the parent recipe's setting)")
+    fl.add_argument("--corpus-name", help="name of the new corpus (default: NAME-filtered)")
+    fl.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+    fl.add_argument("--quiet", action="store_true", help="no progress bars")
+    fl.set_defaults(func=cmd_filter)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from rsdata.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Filtering a corpus: score thresholds and top fractions, near-duplicate removal, and the
+eval-leakage guard.
+
+``rsdata filter OUT --out OUT2`` works in two passes, as DataComp does: :func:`decide` reads
+the corpus once and writes a subset list (kept keys, and every dropped key with its reason),
+then :func:`reshard` copies the kept samples into a new corpus whose manifest points at its
+parent and counts every drop by reason. The ``filter`` pipeline stage applies what can be
+decided one partition at a time (a threshold, the leakage guard) while a run writes.
+"""
+
+from __future__ import annotations
+
+from rsdata.filtering.corpus import Corpus, CorpusError, DerivedCorpusWriter
+from rsdata.filtering.decide import FilterSettings, decide, sweep
+from rsdata.filtering.leakage import EvalSpec
+from rsdata.filtering.reshard import reshard
+from rsdata.filtering.subset import Subset
+
+__all__ = ["Corpus", "CorpusError", "DerivedCorpusWriter", "EvalSpec", "FilterSettings", "Subset",
+           "decide", "reshard", "sweep"]

@@ -1,0 +1,138 @@
+"""The ``filter`` pipeline stage: a score threshold and the eval-leakage guard, while a run writes.
+
+    stages:
+      - type: score
+        scorer: baseline
+        model: ../runs/baseline
+      - type: filter
+        score: baseline        # scores.<name> set by an earlier score stage
+        threshold: 0.2         # keep score >= 0.2 (drops counted as below_threshold)
+        leakage:               # drop tiles that near-duplicate evaluation images (eval_leakage)
+          - {path: ../eval/rsicd/dataset_rsicd.json, images: ../eval/rsicd/images}
+          - {path: ../eval/ucm}
+
+A stage sees one partition at a time, so what needs the whole corpus -- a top fraction (a
+global quantile), near-duplicate removal across partitions, semantic matching -- is done
+after the run by ``rsdata filter`` on the finished corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rsdata.errors import InputError
+from rsdata.filtering.decide import BELOW_THRESHOLD, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, LEAKAGE
+from rsdata.filtering.fingerprints import FingerprintBuilder
+from rsdata.filtering.leakage import EvalIndex, EvalSpec, build_eval_index, find_leaks, folder_images
+from rsdata.sample import Sample
+from rsdata.stage import RunContext, Stage
+from rsdata.stats import StageStats
+
+BATCH = 64
+
+
+def _listing_ident(specs: list[EvalSpec]) -> str:
+    """Changes when an evaluation set's files change (paths, sizes, modification times)."""
+    parts: list[Any] = []
+    for spec in specs:
+        root = Path(spec.path)
+        if root.is_file():
+            files = [root]
+        elif (root / "manifest.json").is_file():
+            files = [root / "manifest.json"]
+        else:
+            files = folder_images(root) if root.is_dir() else []
+        if spec.images:
+            files += folder_images(Path(spec.images))
+        parts.append([spec.to_json(), [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FilterStage(Stage):
+    name = "filter"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.score_name: str | None = self.config.get("score")
+        self.threshold: float | None = self.config.get("threshold")
+        self.max_phash: int = int(self.config.get("max_phash_distance", DEFAULT_MAX_PHASH))
+        self.max_dhash: int = int(self.config.get("max_dhash_distance", DEFAULT_MAX_DHASH))
+        self.leakage = [EvalSpec(e["path"], e.get("images"), tuple(e["splits"]) if e.get("splits") else None)
+                        for e in self.config.get("leakage", [])]
+        if self.threshold is not None and not self.score_name:
+            raise InputError("filter stage: a threshold needs 'score', the name of the score to "
+                             "compare (set by an earlier score stage)")
+        if self.threshold is None and not self.leakage:
+            raise InputError("filter stage: give a 'threshold' (with 'score') and/or 'leakage'")
+        self.index_path: str | None = None
+        self.init_lazy()
+
+    def init_lazy(self) -> None:
+        self._lazy_index: EvalIndex | None = None
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        """Fingerprint the evaluation images once, in the driver (cached under .rsdata/)."""
+        if not self.leakage:
+            return {}
+        self.leakage = [EvalSpec(str(ctx.resolve(s.path)), str(ctx.resolve(s.images)) if s.images else None,
+                                 s.splits) for s in self.leakage]
+        cache = ctx.state_dir / f"leakage-{_listing_ident(self.leakage)}.npz"
+        if cache.exists():
+            index = EvalIndex.load(cache)
+        else:
+            index = build_eval_index(self.leakage)
+            index.save(cache)
+        self.index_path = str(cache)
+        return {"eval_sets": index.sets, "eval_images": len(index.fingerprints),
+                "unreadable_eval_images": len(index.unreadable)}
+
+    def _index(self) -> EvalIndex:
+        if self._lazy_index is None:
+            if self.index_path is None:
+                raise RuntimeError("FilterStage.prepare() must run before the stage is used")
+            self._lazy_index = EvalIndex.load(Path(self.index_path))
+        return self._lazy_index
+
+    def _leaked(self, batch: list[Sample], stats: StageStats) -> set[int]:
+        builder = FingerprintBuilder()
+        for sample in batch:
+            try:
+                builder.add(sample.key, sample.image)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"filter: the image of sample {sample.key} cannot be decoded ({exc})") from None
+        leaks = find_leaks(builder.build(), self._index(), self.max_phash, self.max_dhash)
+        for leak in leaks.values():
+            stats.extra[f"leak_{leak.kind}"] += 1
+        return set(leaks)
+
+    def _process(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+        leaked = self._leaked(batch, stats) if self.leakage else set()
+        for i, sample in enumerate(batch):
+            if i in leaked:
+                stats.drop(LEAKAGE)
+                continue
+            if self.threshold is not None:
+                value = sample.meta.get("scores", {}).get(self.score_name)
+                if value is None:
+                    raise InputError(f"filter: sample {sample.key} has no score {self.score_name!r}; put a "
+                                     f"score stage (name: {self.score_name}) before the filter stage")
+                if value < self.threshold:
+                    stats.drop(BELOW_THRESHOLD)
+                    continue
+            stats.n_out += 1
+            yield sample
+
+    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        batch: list[Sample] = []
+        for sample in samples:
+            stats.n_in += 1
+            batch.append(sample)
+            if len(batch) >= BATCH:
+                yield from self._process(batch, stats)
+                batch = []
+        if batch:
+            yield from self._process(batch, stats)

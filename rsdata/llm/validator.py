@@ -1,0 +1,506 @@
+"""Check an LLM caption against a tile's OSM statistics: accept it only when the tags support
+everything it says.
+
+The caption is read as a sequence of *spans* (class mentions, numbers, vague amounts, position
+phrases, share and size words, relations, punctuation) found by longest match against the
+:mod:`rsdata.llm.lexicon`. Each modifier is tied to the mention it describes: a number or a
+vague amount to the mention right after it, a position to the nearest mention in the same
+clause (before it, else after it), a share word to the mention it names ("dominated by X",
+"X covers most of the image"), a relation to the mentions on both sides. Then:
+
+- every mention must name a visible tag of the tile (a synonym may be less specific than the
+  tag, never more: "buildings" for houses, not "houses" for ``building=yes``);
+- numbers must equal the visible count (never a count of road segments), and a singular noun
+  needs one object, a plural noun several;
+- positions must match the tag's position and covered cells; share words its area share (and
+  "dominated by" the largest area); size adjectives its mean object size;
+- relations between objects must be readable from the stats (proximity: a shared grid cell);
+- numbers with units must match lengths, shares or the tile's width;
+- the caption must be English prose of bounded length, and mention at least ``min_coverage``
+  of the facts it was asked to state.
+
+Every problem has a reason code (counted in the manifest) and a sentence (fed back to the model
+on a retry).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rsdata.llm.lexicon import (ACROSS, COMPOUND_HEADS, DETERMINERS, FUNCTION_WORDS, NUMBER_WORDS,
+                                PREPOSITIONS, PROXIMITY, REGION_WORDS, SCENE_WORDS, SHARE_WORDS,
+                                SIZE_WORDS, UNITS, UNVERIFIABLE, VAGUE, Lexicon, ShareWord, Term,
+                                default_lexicon)
+
+Tag = dict[str, Any]
+
+REASONS = ("empty", "too_long", "truncated", "not_english", "prompt_echo", "unsupported_class",
+           "invented_scene_word", "invisible_feature", "wrong_count", "number_agreement",
+           "wrong_position", "wrong_share", "wrong_size", "unsupported_relation",
+           "unsupported_number", "low_coverage")
+IMAGE_WORDS = frozenset({"image", "images", "scene", "photo", "photograph", "picture", "view",
+                         "frame", "tile", "area", "map", "it"})
+CLAUSE_WORDS = frozenset({"and", "while", "whereas", "but", "with", "which", "where", "whose"})
+ECHO = re.compile(r"\b(facts?|write one|one sentence|instruction|assistant|user|system)\b|<\||\|>")
+BAD_CHARS = re.compile(r"[{}\[\]<>|\\#*_~^`=@$]|https?:")
+TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)?|[.,;:!?%]")
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    detail: str
+
+
+@dataclass
+class Verdict:
+    """What the validator found: ``ok`` when there is no problem."""
+
+    problems: list[Problem] = field(default_factory=list)
+    coverage: float = 0.0
+    mentioned: list[str] = field(default_factory=list)  # tags the caption names
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def reasons(self) -> list[str]:
+        return sorted({p.reason for p in self.problems})
+
+    def complaints(self) -> list[str]:
+        return [p.detail for p in self.problems]
+
+
+@dataclass
+class Span:
+    start: int
+    end: int
+    kind: str  # mention number vague region share size relation punct word
+    text: str
+    term: Term | None = None
+    value: Any = None
+    tags: list[Tag] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_words: int = 45
+    max_sentences: int = 1
+    min_coverage: float = 0.75
+
+
+def tokenize(text: str) -> list[str]:
+    t = text.lower().replace("’", "'").replace("-", " ").replace("centre", "center")
+    return TOKEN.findall(t)
+
+
+class Validator:
+    """Checks captions of tiles; one per worker (the lexicon is built once per process)."""
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        self.lexicon = lexicon or default_lexicon()
+
+    # -- reading --------------------------------------------------------------------------
+    def spans(self, tokens: list[str], extra: dict[tuple[str, ...], Term]) -> list[Span]:
+        out: list[Span] = []
+        i, n = 0, len(tokens)
+        longest = max(self.lexicon.max_len, 5)
+        while i < n:
+            found: Span | None = None
+            for size in range(min(longest, n - i), 0, -1):
+                words = tuple(tokens[i:i + size])
+                span = self._match(words, tokens, i)
+                if span is not None:
+                    found = span
+                    break
+            if found is None:
+                tok = tokens[i]
+                kind = "punct" if tok in ".,;:!?" else "word"
+                if tok.isdigit() or re.fullmatch(r"\d+\.\d+", tok):
+                    found = Span(i, i + 1, "number", tok, value=float(tok))
+                elif tok in NUMBER_WORDS:
+                    found = Span(i, i + 1, "number", tok, value=float(NUMBER_WORDS[tok]))
+                else:
+                    found = Span(i, i + 1, kind, tok)
+                if found.kind == "word" and (tok,) in extra:
+                    found = Span(i, i + 1, "mention", tok, term=extra[(tok,)])
+            out.append(found)
+            i = found.end
+        return out
+
+    def _match(self, words: tuple[str, ...], tokens: list[str], i: int) -> Span | None:
+        end = i + len(words)
+        text = " ".join(words)
+        nxt = _object_word(tokens, end)
+        if words in PROXIMITY or words in UNVERIFIABLE:
+            if nxt in IMAGE_WORDS:
+                region = next((REGION_WORDS[(w,)] for w in words if (w,) in REGION_WORDS), None)
+                if region is not None:
+                    return Span(i, end, "region", text, value=region)
+                if words in SHARE_WORDS:
+                    return Span(i, end, "share", text, value=SHARE_WORDS[words])
+                return Span(i, end, "word", text)
+            return Span(i, end, "relation", text, value="near" if words in PROXIMITY else "other")
+        if words in SHARE_WORDS:
+            return Span(i, end, "share", text, value=SHARE_WORDS[words])
+        if words in VAGUE:
+            return Span(i, end, "vague", text, value=VAGUE[words])
+        term = self.lexicon.terms.get(words)
+        if term is not None:
+            return Span(i, end, "mention", text, term=term)
+        if words in REGION_WORDS:
+            return Span(i, end, "region", text, value=REGION_WORDS[words])
+        if len(words) == 1 and words[0] in SIZE_WORDS:
+            return Span(i, end, "size", text, value=SIZE_WORDS[words[0]])
+        return None
+
+    # -- checking -------------------------------------------------------------------------
+    def validate(self, text: str, tags: list[Tag], facts: Iterable[str] = (),
+                 limits: Limits = Limits(), prefill: str = "",
+                 geo: dict[str, Any] | None = None) -> Verdict:
+        """Check ``text`` against the tile's ``tags``; ``facts`` are the tags it should name."""
+        verdict = Verdict()
+        problems = verdict.problems
+        body = text.strip()
+        if prefill and body.lower().startswith(prefill.lower()):
+            rest = body[len(prefill):].strip()
+        else:
+            rest = body
+        if len(re.findall(r"[A-Za-z]+", rest)) < 2:
+            problems.append(Problem("empty", "it says nothing"))
+            return verdict
+        self._check_prose(body, limits, problems)
+        if any(p.reason in ("not_english", "prompt_echo") for p in problems):
+            return verdict
+        tokens = tokenize(body)
+        visible = [t for t in tags if t.get("visible")]
+        extra = self.lexicon.with_tags(tags)
+        spans = self._merge_extra(self.spans(tokens, extra), tokens, extra)
+        mentions = [s for s in spans if s.kind == "mention"]
+        for m in mentions:
+            self._resolve(m, visible, tags, problems)
+        self._check_numbers(spans, tokens, problems, geo)
+        self._check_agreement(spans, problems)
+        self._check_positions(spans, problems)
+        self._check_shares(spans, visible, problems)
+        self._check_sizes(spans, problems)
+        self._check_relations(spans, problems)
+        named = {t["tag"] for m in mentions for t in m.tags}
+        verdict.mentioned = sorted(named)
+        wanted = list(dict.fromkeys(facts))
+        verdict.coverage = (sum(1 for f in wanted if f in named) / len(wanted)) if wanted else 1.0
+        if wanted and verdict.coverage + 1e-9 < limits.min_coverage:
+            missing = [f for f in wanted if f not in named]
+            names = [next((t["phrase"] for t in tags if t["tag"] == f), f) for f in missing]
+            problems.append(Problem("low_coverage", "it leaves out " + ", ".join(names)))
+        return verdict
+
+    def _merge_extra(self, spans: list[Span], tokens: list[str],
+                     extra: dict[tuple[str, ...], Term]) -> list[Span]:
+        """Re-read runs of plain words as the tile's own (unlisted) phrases, longest first."""
+        if not any(len(k) > 1 for k in extra):
+            return spans
+        out: list[Span] = []
+        i = 0
+        while i < len(spans):
+            hit = None
+            for k, term in sorted(extra.items(), key=lambda kv: -len(kv[0])):
+                j = i + len(k)
+                if j <= len(spans) and all(s.kind in ("word", "mention") and s.end - s.start == 1
+                                           for s in spans[i:j]) and \
+                        tuple(s.text for s in spans[i:j]) == k:
+                    hit = Span(spans[i].start, spans[j - 1].end, "mention", " ".join(k), term=term)
+                    break
+            out.append(hit or spans[i])
+            i += (len(hit.text.split()) if hit else 1)
+        return out
+
+    def _check_prose(self, body: str, limits: Limits, problems: list[Problem]) -> None:
+        low = body.lower()
+        if ECHO.search(low):
+            problems.append(Problem("prompt_echo", "it repeats the instructions instead of describing the image"))
+            return
+        letters = sum(c.isalpha() for c in body)
+        ascii_letters = sum(c.isascii() and c.isalpha() for c in body)
+        words = re.findall(r"[A-Za-z']+", body)
+        if BAD_CHARS.search(body) or ascii_letters < 0.97 * max(letters, 1):
+            problems.append(Problem("not_english", "it is not plain English prose"))
+            return
+        lw = [w.lower() for w in words]
+        repeats = sum(1 for a, b in zip(lw, lw[1:]) if a == b and a not in ("very",))
+        trigrams = [tuple(lw[i:i + 3]) for i in range(len(lw) - 2)]
+        bad_pairs = sum(1 for a, b in zip(lw, lw[1:])
+                        if (a in DETERMINERS and (b in DETERMINERS or b in PREPOSITIONS or b == "and"))
+                        or (a in PREPOSITIONS and b in PREPOSITIONS and (a, b) not in
+                            (("out", "of"), ("to", "the"))))
+        function_share = sum(w in FUNCTION_WORDS for w in lw) / max(len(lw), 1)
+        if (repeats or bad_pairs or len(set(trigrams)) < len(trigrams)
+                or (len(lw) >= 8 and function_share < 0.12)
+                or any(len(w) > 22 for w in lw)):
+            problems.append(Problem("not_english", "it is not fluent English"))
+            return
+        if len(words) > limits.max_words:
+            problems.append(Problem("too_long", f"it is longer than {limits.max_words} words"))
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", body.strip()) if s]
+        if len(sentences) > limits.max_sentences:
+            problems.append(Problem("too_long", f"it has more than {limits.max_sentences} "
+                                    f"sentence{'s' if limits.max_sentences > 1 else ''}"))
+        if not body.rstrip().endswith((".", "!", "?")):
+            problems.append(Problem("truncated", "it stops in the middle of a sentence"))
+
+    def _resolve(self, m: Span, visible: list[Tag], tags: list[Tag],
+                 problems: list[Problem]) -> None:
+        assert m.term is not None
+        m.tags = [t for t in visible if m.term.refers(t)]
+        if m.tags:
+            return
+        if any(m.term.refers(t) for t in tags):
+            problems.append(Problem("invisible_feature",
+                                    f"it mentions {m.text}, which is too small to see in the image"))
+        elif m.term.scene or m.text in SCENE_WORDS:
+            problems.append(Problem("invented_scene_word", f"it mentions {m.text}, which is not in the facts"))
+        else:
+            problems.append(Problem("unsupported_class", f"it mentions {m.text}, which is not in the facts"))
+
+    def _check_numbers(self, spans: list[Span], tokens: list[str], problems: list[Problem],
+                       geo: dict[str, Any] | None) -> None:
+        for i, s in enumerate(spans):
+            if s.kind not in ("number", "vague"):
+                continue
+            nxt = spans[i + 1] if i + 1 < len(spans) else None
+            if s.kind == "number" and nxt is not None and nxt.text in UNITS:
+                self._check_measure(s, spans, i, problems, geo)
+                continue
+            target = _next_mention(spans, i)
+            if target is None:
+                if s.kind == "number" and s.text not in ("one", "single", "both"):
+                    problems.append(Problem("unsupported_number",
+                                            f"it says {s.text}, which no fact supports"))
+                continue
+            if not target.tags:
+                continue
+            s.tags = target.tags
+            count = sum(t["visible_count"] for t in target.tags)
+            lines = all(_is_line(t) for t in target.tags)
+            mass = all(t.get("mass") for t in target.tags)
+            if s.kind == "number":
+                n = int(s.value)
+                if mass or (lines and n > 1) or n != count:
+                    what = "road or line segments cannot be counted" if lines and n > 1 else \
+                        f"there {'is' if count == 1 else 'are'} {count}"
+                    problems.append(Problem("wrong_count", f"it says {s.text} {target.text} but {what}"))
+            else:
+                low, high = s.value
+                if mass:
+                    continue
+                if not low <= count <= high and not (lines and count >= 2):
+                    problems.append(Problem("wrong_count", f"it says {s.text} {target.text} but there "
+                                            f"{'is' if count == 1 else 'are'} {count}"))
+
+    def _check_measure(self, s: Span, spans: list[Span], i: int, problems: list[Problem],
+                       geo: dict[str, Any] | None) -> None:
+        unit = UNITS[spans[i + 1].text]
+        value = float(s.value)
+        target = _next_mention(spans, i + 1, window=4)
+        ok = False
+        if unit in ("m", "km"):
+            metres = value * (1000 if unit == "km" else 1)
+            if target is not None and target.tags:
+                ok = any(abs(t["length_m"] - metres) <= max(10.0, 0.15 * t["length_m"])
+                         for t in target.tags if t["length_m"] > 0)
+            elif geo:
+                width = geo["size"][0] * geo["gsd_m"]
+                ok = abs(width - metres) <= 0.1 * width or abs(geo["gsd_m"] - metres) < 0.05
+        elif unit == "%":
+            prev = _prev_mention(spans, i)
+            cands = (target.tags if target and target.tags else []) + (prev.tags if prev else [])
+            ok = any(abs(100 * t["area_share"] - value) <= 5 for t in cands)
+        if not ok:
+            problems.append(Problem("unsupported_number",
+                                    f"it says {s.text} {spans[i + 1].text}, which no fact supports"))
+
+    def _check_agreement(self, spans: list[Span], problems: list[Problem]) -> None:
+        for i, m in enumerate(spans):
+            if m.kind != "mention" or not m.tags or m.term is None or m.term.plural is None:
+                continue
+            if any(t.get("mass") for t in m.tags):
+                continue
+            count = sum(t["visible_count"] for t in m.tags)
+            lines = all(_is_line(t) for t in m.tags)
+            nxt = spans[i + 1].text if i + 1 < len(spans) else ""
+            prev = spans[i - 1].text if i > 0 else ""
+            if not m.term.plural and count > 1 and not lines and nxt not in COMPOUND_HEADS \
+                    and prev not in ("of", "each", "every"):
+                problems.append(Problem("number_agreement",
+                                        f"it says {_with_article(m.text)} but there are {count}"))
+            elif m.term.plural and count == 1:
+                problems.append(Problem("number_agreement", f"it says {m.text} but there is only one"))
+
+    def _check_positions(self, spans: list[Span], problems: list[Problem]) -> None:
+        for i, s in enumerate(spans):
+            if s.kind != "region":
+                continue
+            target = _clause_target(spans, i)
+            if target is None or not target.tags:
+                continue
+            if not any(_position_ok(s.value, t) for t in target.tags):
+                where = target.tags[0]["position"]
+                problems.append(Problem("wrong_position", f"it puts {target.text} {_region_text(s.text)}, "
+                                        f"but {'it is' if target.term and not target.term.plural else 'they are'} "
+                                        f"{_region_text(where)}"))
+
+    def _check_shares(self, spans: list[Span], visible: list[Tag], problems: list[Problem]) -> None:
+        areas = [t for t in visible if t["area_share"] > 0]
+        largest = max((t["area_share"] for t in areas), default=0.0)
+        for i, s in enumerate(spans):
+            if s.kind != "share":
+                continue
+            word: ShareWord = s.value
+            target = (_next_mention(spans, i, window=4) if word.after else None) or \
+                _clause_target(spans, i, prefer_before=not word.after)
+            if target is None or not target.tags:
+                continue
+            share = sum(t["area_share"] for t in target.tags)
+            ok = word.low <= share + 1e-9 and share <= word.high + 1e-9
+            if word.largest:
+                ok = ok and share + 1e-9 >= largest
+            if not ok:
+                problems.append(Problem("wrong_share", f"it says '{s.text}' {target.text}, but "
+                                        f"{target.text} covers {round(100 * share)}% of the image"))
+
+    def _check_sizes(self, spans: list[Span], problems: list[Problem]) -> None:
+        for i, s in enumerate(spans):
+            if s.kind != "size":
+                continue
+            target = _next_mention(spans, i, window=2)
+            if target is None or not target.tags:
+                continue
+            low, high = s.value
+            tags = target.tags
+            if all(_is_line(t) for t in tags):
+                problems.append(Problem("wrong_size", f"it calls {target.text} {s.text}, which the map does not say"))
+                continue
+            if any(t.get("mass") for t in tags) or all(t["visible_count"] == 1 and t["area_share"] >= 0.02 for t in tags):
+                share = sum(t["area_share"] for t in tags)
+                ok = share >= 0.3 if low > 0 else share < 0.2
+            else:
+                n = sum(t["visible_count"] for t in tags)
+                mean = sum(t["area_m2"] for t in tags) / max(n, 1)
+                ok = low <= mean <= high
+            if not ok:
+                problems.append(Problem("wrong_size", f"it calls {target.text} {s.text}, which the map does not support"))
+
+    def _check_relations(self, spans: list[Span], problems: list[Problem]) -> None:
+        for i, s in enumerate(spans):
+            if s.kind != "relation":
+                continue
+            after = _next_mention(spans, i, window=4)
+            before = _prev_mention(spans, i, window=6)
+            if after is None and before is None:
+                continue
+            if after is None or before is None:
+                if s.value == "other" and (after or before) and (after or before).tags:  # type: ignore[union-attr]
+                    # "surrounded by fields" with nothing before: still a claim about the scene
+                    problems.append(Problem("unsupported_relation",
+                                            f"it says '{s.text}', which the map does not show"))
+                continue
+            if not before.tags or not after.tags:
+                continue
+            if s.value == "near" and any(set(_main_cells(a)) & set(_main_cells(b)) | (set(a["cells"]) & set(b["cells"]))
+                                         for a in before.tags for b in after.tags):
+                continue
+            problems.append(Problem("unsupported_relation", f"it says {before.text} {s.text} "
+                                    f"{after.text}, which the map does not show"))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _object_word(tokens: list[str], j: int) -> str:
+    while j < len(tokens) and tokens[j] in DETERMINERS | {"whole", "entire", "aerial", "overall"}:
+        j += 1
+    return tokens[j] if j < len(tokens) else ""
+
+
+def _is_line(tag: Tag) -> bool:
+    gt = tag.get("geom_types") or {}
+    return bool(gt.get("line")) and not gt.get("polygon")
+
+
+def _next_mention(spans: list[Span], i: int, window: int = 3) -> Span | None:
+    for s in spans[i + 1:i + 1 + window]:
+        if s.kind == "mention":
+            return s
+        if s.kind in ("punct", "relation", "number", "vague") or s.text in CLAUSE_WORDS:
+            return None
+    return None
+
+
+def _prev_mention(spans: list[Span], i: int, window: int = 4) -> Span | None:
+    for s in reversed(spans[max(0, i - window):i]):
+        if s.kind == "mention":
+            return s
+        if s.kind == "punct" and s.text != ",":
+            return None
+    return None
+
+
+def _clause_bounds(spans: list[Span], i: int) -> tuple[int, int]:
+    lo = i
+    while lo > 0 and not (spans[lo - 1].kind == "punct" or spans[lo - 1].text in CLAUSE_WORDS):
+        lo -= 1
+    hi = i
+    while hi + 1 < len(spans) and not (spans[hi + 1].kind == "punct" or spans[hi + 1].text in CLAUSE_WORDS):
+        hi += 1
+    return lo, hi
+
+
+def _clause_target(spans: list[Span], i: int, prefer_before: bool = True) -> Span | None:
+    """The mention a modifier at ``i`` describes: nearest in its clause (before, else after);
+    with none in the clause, the nearest mention in the sentence."""
+    lo, hi = _clause_bounds(spans, i)
+    before = [s for s in spans[lo:i] if s.kind == "mention"]
+    after = [s for s in spans[i + 1:hi + 1] if s.kind == "mention"]
+    order = [before[-1] if before else None, after[0] if after else None]
+    if not prefer_before:
+        order.reverse()
+    for s in order:
+        if s is not None:
+            return s
+    for j in range(i - 1, -1, -1):
+        if spans[j].kind == "punct" and spans[j].text in ".!?;":
+            break
+        if spans[j].kind == "mention":
+            return spans[j]
+    for j in range(i + 1, len(spans)):
+        if spans[j].kind == "punct" and spans[j].text in ".!?;":
+            break
+        if spans[j].kind == "mention":
+            return spans[j]
+    return None
+
+
+def _main_cells(tag: Tag) -> list[str]:
+    cells = list(tag.get("cells") or [])
+    pos = tag["position"]
+    return ([pos] if pos != "across" else []) + cells[:2]
+
+
+def _position_ok(region: frozenset[str], tag: Tag) -> bool:
+    if region == ACROSS:
+        return tag["position"] == "across" or len(tag.get("cells") or []) >= 5
+    if tag["position"] == "across":
+        return bool(region & set(tag.get("cells") or []))
+    return bool(region & set(_main_cells(tag)))
+
+
+def _region_text(word: str) -> str:
+    if word == "across":
+        return "across the image"
+    return f"in the {word}"
+
+
+def _with_article(text: str) -> str:
+    return ("an " if text[:1] in "aeiou" else "a ") + text

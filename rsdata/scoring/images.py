@@ -1,0 +1,19 @@
+"""Decoding the images scorers and hashers read."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from rsdata.errors import InputError
+
+
+def decode_rgb(data: bytes, what: str) -> Image.Image:
+    """Encoded image bytes -> RGB PIL image; an error naming ``what`` when unreadable."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what}: the image cannot be decoded ({exc})") from None
+    return img if img.mode == "RGB" else img.convert("RGB")

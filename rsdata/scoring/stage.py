@@ -1,0 +1,105 @@
+"""The ``score`` pipeline stage: each sample's image-caption cosine under ``scores.<name>``.
+
+    stages:
+      - type: template_captions
+      - type: score
+        scorer: hf_clip              # or baseline (an rsdata checkpoint / run directory)
+        model: ../models/remoteclip  # relative to the recipe
+        name: remoteclip             # key under scores (default: the scorer kind)
+        batch_size: 64
+        device: auto                 # CUDA with autocast when there is a GPU, else CPU
+
+The model is loaded once per worker process, on its first batch. The primary caption (the
+``txt`` member) is scored. A sample without a caption stops the run: put a captioning stage
+before ``score``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from rsdata.errors import InputError
+from rsdata.sample import Sample
+from rsdata.scoring import Scorer, create_scorer
+from rsdata.scoring.images import decode_rgb
+from rsdata.stage import RunContext, Stage
+from rsdata.stats import StageStats
+
+SCORE_DIGITS = 6
+
+
+def decode_image(sample: Sample) -> Image.Image:
+    """The sample's 8-bit rendering as an RGB PIL image."""
+    return decode_rgb(sample.image, f"sample {sample.key}")
+
+
+def score_samples(scorer: Scorer, batch: list[Sample], texts: list[str]) -> None:
+    """Score one batch and store the results under ``scores.<scorer.name>``."""
+    values = scorer.score([decode_image(s) for s in batch], texts)
+    for sample, value in zip(batch, values):
+        sample.meta.setdefault("scores", {})[scorer.name] = round(float(value), SCORE_DIGITS)
+
+
+class ScoreStage(Stage):
+    name = "score"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.kind: str = self.config["scorer"]
+        self.model: str = self.config["model"]
+        self.score_name: str = self.config.get("name") or self.kind
+        self.batch_size: int = int(self.config.get("batch_size", 64))
+        self.device: str = self.config.get("device", "auto")
+        self._make_scorer(self.model)  # checks name, batch size and device now
+        self.init_lazy()
+
+    def init_lazy(self) -> None:
+        self._lazy_scorer: Scorer | None = None
+
+    def _make_scorer(self, model: str) -> Scorer:
+        return create_scorer(self.kind, model, name=self.score_name, batch_size=self.batch_size,
+                             device=self.device)
+
+    def resources(self) -> dict[str, float]:
+        return {"num_gpus": 1} if self.device == "cuda" else {}
+
+    def input_files(self, ctx: RunContext) -> list[Path]:
+        scorer = self._make_scorer(str(ctx.resolve(self.model)))
+        scorer.check()
+        return list(scorer.input_files())  # type: ignore[attr-defined]
+
+    def prepare(self, ctx: RunContext) -> dict[str, Any]:
+        self.model = str(ctx.resolve(self.model))
+        scorer = self._make_scorer(self.model)
+        scorer.check()  # a wrong model directory fails here, before any partition runs
+        return {"scorer": self.kind, "name": self.score_name, "model": self.model}
+
+    def scorer(self) -> Scorer:
+        if self._lazy_scorer is None:
+            self._lazy_scorer = self._make_scorer(self.model)
+        return self._lazy_scorer
+
+    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        batch: list[Sample] = []
+        texts: list[str] = []
+        for sample in samples:
+            stats.n_in += 1
+            text = sample.caption.strip()
+            if not text:
+                raise InputError(f"score: sample {sample.key} has no caption; put a captioning stage "
+                                 "(e.g. template_captions) before the score stage in the recipe")
+            batch.append(sample)
+            texts.append(text)
+            if len(batch) >= self.batch_size:
+                score_samples(self.scorer(), batch, texts)
+                stats.n_out += len(batch)
+                yield from batch
+                batch, texts = [], []
+        if batch:
+            score_samples(self.scorer(), batch, texts)
+            stats.n_out += len(batch)
+            yield from batch

@@ -1,0 +1,140 @@
+"""What the trainer reads: shards listed in manifests (with their sample counts), and tar I/O.
+
+Lengths are never guessed: every shard's ``nsamples`` comes from its corpus's
+``manifest.json``, and a shard that holds another number of samples is an error (the corpus
+changed after its manifest was written).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from rsdata.errors import InputError, RsdataError
+from rsdata.manifest import load_manifest
+
+IMAGE_EXTS = ("jpg", "jpeg", "png")
+SKIP_EXTS = ("tif", "tiff")  # full-band chips: large and not used for training
+
+
+class TrainDataError(RsdataError):
+    """Shards cannot be used for training or evaluation (missing members, wrong counts)."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: absolute path and the sample count its manifest records."""
+
+    path: str
+    nsamples: int
+
+
+def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
+    """Every shard of the given output directories (or manifest files), in manifest order."""
+    shards: list[ShardInfo] = []
+    for corpus in corpora:
+        path = Path(corpus)
+        manifest = load_manifest(path)
+        base = path.parent if path.is_file() else path
+        for s in manifest["shards"]:
+            file = base / s["path"]
+            if not file.is_file():
+                raise InputError(f"shard {file} listed in {base / 'manifest.json'} is missing; "
+                                 "rerun `rsdata run` for that corpus")
+            shards.append(ShardInfo(str(file.resolve()), int(s["nsamples"])))
+    if not shards:
+        raise TrainDataError("the given corpora list no shards: nothing to train or evaluate on")
+    return shards
+
+
+def member_key(name: str) -> tuple[str, str] | None:
+    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): WebDataset keys end at the basename's first dot."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem:
+        return None
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def read_shard(path: str, read_data: bool = True) -> list[dict[str, Any]]:
+    """All samples of one tar shard, in file order: ``{"__key__": key, ext: bytes, ...}``.
+
+    Full-band ``tif`` members are skipped; ``read_data=False`` lists keys and member names only
+    (values are ``b""``).
+    """
+    samples: list[dict[str, Any]] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                split = member_key(member.name)
+                if split is None:
+                    continue
+                key, ext = split
+                if not samples or samples[-1]["__key__"] != key:
+                    samples.append({"__key__": key})
+                if ext in SKIP_EXTS:
+                    continue
+                data = b""
+                if read_data:
+                    fh = tar.extractfile(member)
+                    data = fh.read() if fh is not None else b""
+                samples[-1][ext] = data
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read shard {path}: {exc}; rerun `rsdata run` to rewrite it") from None
+    return samples
+
+
+def check_count(shard: ShardInfo, samples: list[dict[str, Any]]) -> None:
+    if len(samples) != shard.nsamples:
+        raise TrainDataError(f"shard {shard.path} holds {len(samples)} samples but its manifest says "
+                             f"{shard.nsamples}: the corpus changed after its manifest was written; "
+                             "rerun `rsdata run` for it")
+
+
+def image_bytes(sample: dict[str, Any], shard: str) -> bytes:
+    for ext in IMAGE_EXTS:
+        if ext in sample:
+            return sample[ext]
+    raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has no jpg or png member")
+
+
+def captions_of(sample: dict[str, Any], shard: str, all_captions: bool) -> list[str]:
+    """The primary caption (``txt``), plus the json captions when ``all_captions``."""
+    if "txt" not in sample:
+        raise TrainDataError(
+            f"sample {sample['__key__']!r} in {shard} has no txt member (the caption): image-text "
+            "training needs captions; add a captioning stage (e.g. template_captions) to the recipe")
+    primary = sample["txt"].decode("utf-8").strip()
+    out = [primary] if primary else []
+    if all_captions and sample.get("json"):
+        try:
+            meta = json.loads(sample["json"])
+        except json.JSONDecodeError as exc:
+            raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has invalid json: {exc}") from None
+        for cap in meta.get("captions", []):
+            text = str(cap.get("text", "")).strip() if isinstance(cap, dict) else ""
+            if text and text not in out:
+                out.append(text)
+    if not out:
+        raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has an empty caption")
+    return out
+
+
+def key_hash(key: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) for a key (the same on every machine and in every process)."""
+    return zlib.crc32(f"{seed}:{key}".encode("utf-8")) / 2**32
+
+
+def is_holdout(key: str, fraction: float, seed: int = 0) -> bool:
+    """Whether ``key`` belongs to the held-out split of size ``fraction`` (stable by key).
+
+    ``rsdata train --holdout F`` leaves these samples out of training and
+    ``rsdata eval --split holdout --holdout F`` evaluates on exactly them.
+    """
+    return fraction > 0 and key_hash(key, seed) < fraction

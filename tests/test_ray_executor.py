@@ -1,0 +1,113 @@
+"""The Ray executor on a real local Ray cluster: same corpus as the local executor, survives
+a worker process killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from fixtures.scene import corpus_keys, shard_checksums, write_recipe, write_scene
+from rsdata.executors.local import run_local
+from rsdata.manifest import load_manifest
+from rsdata.plan import build_plan
+from rsdata.recipe import load_recipe
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("scene")
+    raster, osm = write_scene(d, size=1536)
+    return raster, write_recipe(d, raster, osm, partition_size=16)
+
+
+def run(recipe: Path, out: Path, executor: str, workers: int = 2) -> dict[str, Any]:
+    plan = build_plan(load_recipe(recipe), out)
+    if executor == "ray":
+        from rsdata.executors.ray_executor import run_ray
+
+        return run_ray(plan, workers=workers, progress=False).manifest
+    return run_local(plan, workers=workers, progress=False).manifest
+
+
+def samples_by_key(out: Path) -> dict[str, dict[str, Any]]:
+    import json
+    import tarfile
+
+    found: dict[str, dict[str, Any]] = {}
+    for shard in load_manifest(out)["shards"]:
+        with tarfile.open(out / shard["path"]) as tar:
+            for m in tar:
+                if m.name.endswith(".json"):
+                    found[m.name.split(".")[0]] = json.loads(tar.extractfile(m).read())  # type: ignore[union-attr]
+    return found
+
+
+def test_ray_output_equals_local_output(cluster: Any, scene: tuple[Path, Path], tmp_path: Path) -> None:
+    _, recipe = scene
+    local = run(recipe, tmp_path / "local", "local", workers=1)
+    distributed = run(recipe, tmp_path / "ray", "ray")
+    assert distributed["timing"]["executor"] == "ray"
+    assert distributed["stages"] == local["stages"]
+    assert distributed["nsamples"] == local["nsamples"] > 100
+    assert shard_checksums(tmp_path / "ray") == shard_checksums(tmp_path / "local")
+    a, b = samples_by_key(tmp_path / "local"), samples_by_key(tmp_path / "ray")
+    assert a.keys() == b.keys()
+    assert all(a[k]["captions"] == b[k]["captions"] and a[k]["osm"] == b[k]["osm"] for k in a)
+
+
+def _actor_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if "PartitionActor" in cmd:
+            pids.append(proc.info["pid"])
+    return pids
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_partition_is_retried_without_duplicates(
+        cluster: Any, scene: tuple[Path, Path], tmp_path: Path) -> None:
+    _, recipe = scene
+    reference = tmp_path / "reference"
+    run(recipe, reference, "local", workers=1)
+
+    out = tmp_path / "out"
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(m=run(recipe, out, "ray")))
+    thread.start()
+    markers = out / ".rsdata" / "partitions"
+    killed = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        pids = _actor_pids()
+        if pids and markers.exists() and len(list(markers.glob("*.json"))) >= 2:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)  # the OOM killer, a lost node: Ray restarts the actor
+            break
+        time.sleep(0.01)
+    thread.join(timeout=300)
+    assert killed is not None, "no actor process was found to kill"
+    manifest = result["m"]
+    keys = corpus_keys(out)
+    assert len(keys) == len(set(keys))
+    assert sorted(keys) == sorted(corpus_keys(reference))
+    assert shard_checksums(out) == shard_checksums(reference)
+    assert not manifest.get("failed_partitions")
