@@ -17,6 +17,22 @@ from rsdata.plan import RunPlan
 from rsdata.sources.raster import Partition
 
 
+# Modules a worker needs, imported once by the fork server instead of once per worker process
+# (webdataset pulls in torch when it is installed: seconds per spawned process).
+PRELOAD = ["rsdata.executors.partition", "rsdata.osm.join", "rsdata.captions.templates",
+           "rasterio", "shapely", "webdataset"]
+
+
+def _pool_context() -> mp.context.BaseContext:
+    """forkserver with preloaded modules where available (Linux): workers start in milliseconds
+    from a clean single-threaded server; spawn elsewhere."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
 def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResult:
     """Run every unfinished partition, then write the manifest from all markers."""
     started = time.perf_counter()
@@ -45,7 +61,7 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
                 except Exception as exc:  # noqa: BLE001 - reported; other partitions go on
                     failures.append((part.id, f"{type(exc).__name__}: {exc}"))
         else:
-            ctx = mp.get_context("spawn")
+            ctx = _pool_context()
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                                      initargs=(worker,)) as pool:
                 pending: dict[Future[dict[str, Any]], Partition] = {
