@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,7 +46,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cfg(corpus: Path, out: Path, **kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(data=[str(corpus)], out=str(out), model="tiny-test", steps=8, batch_size=8,
-                                lr=2e-3, warmup=2, workers=0, log_every=1, checkpoint_every=4, progress=False)
+                                lr=2e-3, warmup=2, workers=0, threads=1, log_every=1, checkpoint_every=4,
+                                progress=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -189,7 +192,7 @@ def test_cli_train_and_resume(corpus: Path, tmp_path: Path, capsys: pytest.Captu
     cfg_file = tmp_path / "tiny.json"
     cfg_file.write_text(json.dumps(tiny_model_config("tiny-cli")))
     args = ["train", "--data", str(corpus), "--out", str(run), "--model", str(cfg_file), "--steps", "4",
-            "--batch-size", "8", "--workers", "0", "--quiet"]
+            "--batch-size", "8", "--workers", "0", "--threads", "1", "--quiet"]
     assert cli_main(args + ["--stop-after", "2"]) == 0
     assert "stopped (continue with --resume) at step 2/4" in capsys.readouterr().out
     assert cli_main(args) == 2  # an existing run without --resume
@@ -199,6 +202,33 @@ def test_cli_train_and_resume(corpus: Path, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):  # argparse: --steps must be a whole number >= 1
         cli_main(["train", "--data", str(corpus), "--out", str(tmp_path / "x"), "--steps", "0"])
     assert "expected 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_the_last_step_and_resume_finishes(corpus: Path, tmp_path: Path) -> None:
+    cfg_file = tmp_path / "tiny.json"
+    cfg_file.write_text(json.dumps(tiny_model_config("tiny-int")))
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    args = [sys.executable, "-m", "rsdata", "train", "--data", str(corpus), "--out", str(run), "--model",
+            str(cfg_file), "--steps", "100000", "--batch-size", "4", "--workers", "0", "--log-every", "1",
+            "--checkpoint-every", "100000", "--quiet"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = run / "log.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 4:  # start + 3 steps
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    step = read_checkpoint(run)["step"]
+    logged = [ln["step"] for ln in log_lines(run) if "loss" in ln]
+    assert step >= 3 and step == logged[-1]  # no step lost, none half-done
+    resumed = train(cfg(corpus, run, model=str(cfg_file), steps=step + 2, batch_size=4, resume=True))
+    assert resumed["step"] == step + 2
 
 
 @pytest.mark.slow

@@ -81,15 +81,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, workers=args.workers, seed=args.seed, augment=not args.no_augment,
         caption=args.caption, holdout=args.holdout, holdout_seed=args.holdout_seed,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        exclude_keys=args.exclude_keys, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, resume=args.resume, stop_after=args.stop_after, device=args.device,
-        precision=args.precision, compile=args.compile, progress=not args.quiet)
-    result = train(cfg)
+        precision=args.precision, compile=args.compile, threads=args.threads, progress=not args.quiet)
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        print(f"rsdata train: interrupted; the last finished step is checkpointed in {args.out}: "
+              "run the same command with --resume to continue", file=sys.stderr)
+        return 130
     first, last = result["first_loss"], result["last_loss"]
     state = "finished" if result["finished"] else "stopped (continue with --resume)"
     losses = f"loss {first:.4f} -> {last:.4f}" if first is not None else "no steps run"
     print(f"rsdata train: {state} at step {result['step']}/{result['total_steps']} on {result['device']}, "
-          f"{losses}; checkpoints in {Path(args.out) / 'checkpoints'}, log in {Path(args.out) / 'log.jsonl'}")
+          f"{losses}; checkpoints in {Path(args.out) / 'checkpoints'}, "
+          f"log in {Path(args.out) / 'log.jsonl'}")
     return 0
 
 
@@ -109,6 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rsdata.evaluate.datasets import read_classnames, read_templates
     from rsdata.evaluate.run import summary_lines
     from rsdata.models import create_model, load_checkpoint
+    from rsdata.train.corpus import read_key_file
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint:
@@ -123,9 +131,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         default_out = Path(f"eval-{args.model}-untrained")
     spec = EvalSpec()
     if args.data:
-        spec.retrieval.append(shard_retrieval_set(args.data, holdout=args.holdout, holdout_seed=args.holdout_seed,
-                                                  all_captions=args.captions == "all",
-                                                  max_images=args.max_images))
+        keys = read_key_file(args.keys) if args.keys else None
+        spec.retrieval.append(shard_retrieval_set(
+            args.data, holdout=args.holdout, holdout_seed=args.holdout_seed,
+            all_captions=args.captions == "all", max_images=args.max_images,
+            keep=keys.__contains__ if keys else None))
     if args.karpathy:
         spec.retrieval.append(read_karpathy(args.karpathy, args.images, split=args.split or None,
                                             max_images=args.max_images))
@@ -146,9 +156,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t = sub.add_parser("train", help="train the baseline dual encoder on rsdata shards",
                        description="Train a CLIP-style dual encoder on the shards of one or more "
                                    "`rsdata run` outputs (streamed; lengths from their manifests).")
-    t.add_argument("--data", nargs="+", metavar="OUT", help="output directories of rsdata run (manifest.json)")
+    t.add_argument("--data", nargs="+", metavar="OUT",
+                   help="output directories of rsdata run (manifest.json)")
     t.add_argument("--out", metavar="RUN", help="run directory: checkpoints/, log.jsonl, model_config.json")
-    t.add_argument("--model", default="rs-cnn-small", help="model config name or .json path (default rs-cnn-small)")
+    t.add_argument("--model", default="rs-cnn-small",
+                   help="model config name or .json path (default rs-cnn-small)")
     t.add_argument("--list-models", action="store_true", help="print the known model configs and exit")
     t.add_argument("--image-size", type=_positive_int, help="override the config's image size (pixels)")
     t.add_argument("--text-path", help="override an hf text tower's local model directory")
@@ -165,13 +177,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="random: any caption of the sample each epoch; txt: the primary caption only")
     t.add_argument("--no-augment", action="store_true", help="no flips / 90-degree rotations")
     t.add_argument("--holdout", type=_fraction, default=0.0,
-                   help="leave this fraction of keys out of training (evaluate them with rsdata eval --holdout)")
+                   help="leave this fraction of keys out of training "
+                        "(evaluate them with rsdata eval --holdout)")
     t.add_argument("--holdout-seed", type=int, default=0)
+    t.add_argument("--exclude-keys", metavar="FILE",
+                   help="never train on the sample keys listed in FILE (one per line), "
+                        "e.g. a held-out area")
     t.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps (default 500)")
     t.add_argument("--keep-checkpoints", type=_nonnegative_int, default=2,
                    help="step checkpoints kept besides latest.pt (default 2)")
-    t.add_argument("--log-every", type=_positive_int, default=10, help="steps per log.jsonl line (default 10)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--log-every", type=_positive_int, default=10,
+                   help="steps per log.jsonl line (default 10)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint")
     t.add_argument("--stop-after", type=_positive_int,
                    help="end after this many steps of this invocation (checkpointed; --resume continues)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -179,6 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="mixed precision on CUDA (auto: bf16 where supported); CPU always trains in fp32")
     t.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile on CUDA (auto: on); never on CPU")
+    t.add_argument("--threads", type=_positive_int,
+                   help="CPU threads per training process (default: the cores the data workers leave)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -189,18 +209,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--model", help="evaluate a freshly initialised model of this config instead (baseline)")
     e.add_argument("--seed", type=int, default=0, help="init seed for --model")
     e.add_argument("--image-size", type=_positive_int, help="with --model: override the image size")
-    e.add_argument("--data", nargs="+", metavar="OUT", help="retrieval on rsdata shards (all captions per image)")
+    e.add_argument("--data", nargs="+", metavar="OUT",
+                   help="retrieval on rsdata shards (all captions per image)")
     e.add_argument("--holdout", type=_fraction, default=0.0,
                    help="with --data: only the keys rsdata train --holdout F left out")
     e.add_argument("--holdout-seed", type=int, default=0)
+    e.add_argument("--keys", metavar="FILE", help="with --data: only the sample keys listed in FILE")
     e.add_argument("--captions", choices=("all", "primary"), default="all",
                    help="with --data: every caption in the json, or the txt caption only")
-    e.add_argument("--karpathy", metavar="JSON", help="Karpathy-style caption file (RSICD, UCM, Sydney, RSITMD)")
+    e.add_argument("--karpathy", metavar="JSON",
+                   help="Karpathy-style caption file (RSICD, UCM, Sydney, RSITMD)")
     e.add_argument("--images", metavar="DIR", help="with --karpathy: the image folder")
-    e.add_argument("--split", default="test", help="with --karpathy: split to use ('' for all; default test)")
+    e.add_argument("--split", default="test",
+                   help="with --karpathy: split to use ('' for all; default test)")
     e.add_argument("--classes", metavar="DIR", help="zero-shot on a folder per class (UC Merced, AID)")
-    e.add_argument("--classnames", metavar="JSON", help="with --classes: {folder: class name} for the prompts")
-    e.add_argument("--templates", metavar="FILE", help="with --classes: prompt templates, one per line with {}")
+    e.add_argument("--classnames", metavar="JSON",
+                   help="with --classes: {folder: class name} for the prompts")
+    e.add_argument("--templates", metavar="FILE",
+                   help="with --classes: prompt templates, one per line with {}")
     e.add_argument("--max-images", type=_positive_int, help="evaluate at most this many images per set")
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--device", help="cpu, cuda (default: cuda when available)")

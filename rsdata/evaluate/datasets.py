@@ -117,9 +117,11 @@ def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str | Non
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise EvalDataError(f"{path} is not a Karpathy-style caption file: expected a top-level object "
-                            "with an 'images' list (images[].filename, images[].sentences[].raw, images[].split)")
+                            "with an 'images' list (images[].filename, images[].sentences[].raw, "
+                            "images[].split)")
     if not root.is_dir():
-        raise InputError(f"image folder {root} not found (the folder holding the files named in {path.name})")
+        raise InputError(f"image folder {root} not found (the folder holding the files named in "
+                         f"{path.name})")
     splits: dict[str, int] = {}
     out = RetrievalSet(f"{path.stem}[{split or 'all'}]")
     missing: list[str] = []

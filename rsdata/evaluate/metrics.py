@@ -74,7 +74,8 @@ def retrieval_metrics(sim: np.ndarray, text_image: Sequence[int], curve_k: int =
                    "t2i": recall_curve(t2i, curve_k)},
     }
     out["mR"] = float(np.mean(list(out["i2t"].values()) + list(out["t2i"].values())))
-    out["chance"]["mR"] = float(np.mean(list(out["chance"]["i2t"].values()) + list(out["chance"]["t2i"].values())))
+    chance = out["chance"]
+    chance["mR"] = float(np.mean(list(chance["i2t"].values()) + list(chance["t2i"].values())))
     return out
 
 

@@ -84,7 +84,8 @@ def confusion_panel(result: dict[str, Any], title: str) -> Image.Image:
     height = 80 + n * cell + 30
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    d.text((10, 12), f"{title}: zero-shot top-1 {result['top1']:.1f}% (chance {result['chance_top1']:.1f}%)",
+    head = f"{title}: zero-shot top-1 {result['top1']:.1f}% (chance {result['chance_top1']:.1f}%)"
+    d.text((10, 12), head,
            fill="black", font=_font(16))
     x0, y0 = label_w, 70
     for i, row in enumerate(matrix):

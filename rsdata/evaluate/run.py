@@ -77,8 +77,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"t2i R@1/5/10 {t2i['R@1']:.1f}/{t2i['R@5']:.1f}/{t2i['R@10']:.1f} | "
                 f"mR {s['mR']:.2f} (chance {ch['mR']:.2f})")
         else:
-            lines.append(f"{s['name']}: {s['n_images']} images, {s['n_classes']} classes | zero-shot top-1 "
-                         f"{s['top1']:.1f}% top-5 {s['top5']:.1f}% mean per class {s['mean_per_class']:.1f}% "
-                         f"(chance {s['chance_top1']:.1f}%)")
+            lines.append(f"{s['name']}: {s['n_images']} images, {s['n_classes']} classes | "
+                         f"zero-shot top-1 {s['top1']:.1f}% top-5 {s['top5']:.1f}% "
+                         f"mean per class {s['mean_per_class']:.1f}% (chance {s['chance_top1']:.1f}%)")
     return lines
 

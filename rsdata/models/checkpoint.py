@@ -99,7 +99,8 @@ def check_config(ckpt: dict[str, Any], expected: str | dict[str, Any]) -> None:
 def model_from_checkpoint(ckpt: dict[str, Any]) -> DualEncoder:
     """Build the checkpoint's model (no pretrained download/load) and load its weights."""
     path = Path(ckpt.get("path", "."))
-    fallback = path.parent.parent / TEXT_ASSETS_DIR if path.parent.name == CHECKPOINT_DIR else path.parent / TEXT_ASSETS_DIR
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    fallback = run_dir / TEXT_ASSETS_DIR
     model = DualEncoder(ckpt["config"], pretrained=False, text_fallback_dir=fallback)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -121,7 +122,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     if model is not None:
         check_config(ckpt, model)
     net = model_from_checkpoint(ckpt)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     return net.to(dev).eval()
 
 

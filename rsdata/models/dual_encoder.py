@@ -32,8 +32,10 @@ class DualEncoder(nn.Module):
         self.config: dict[str, Any] = config
         dim = int(config["embed_dim"])
         self.visual = build_image_tower(config["image"], dim)
-        self.text = build_text_tower(config["text"], dim, pretrained=pretrained, fallback_dir=text_fallback_dir)
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.get("init_logit_scale", DEFAULT_LOGIT_SCALE))))
+        self.text = build_text_tower(config["text"], dim, pretrained=pretrained,
+                                     fallback_dir=text_fallback_dir)
+        init_scale = float(config.get("init_logit_scale", DEFAULT_LOGIT_SCALE))
+        self.logit_scale = nn.Parameter(torch.tensor(init_scale))
         self.max_logit_scale = float(config.get("max_logit_scale", DEFAULT_MAX_LOGIT_SCALE))
         self.preprocess = ImageTransform.from_config(config["image"])
 

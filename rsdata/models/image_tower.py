@@ -33,7 +33,8 @@ class ResidualBlock(nn.Module):
         self.act = nn.GELU()
         self.skip: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, groups))
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                      _norm(cout, groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.norm1(self.conv1(x)))

@@ -149,5 +149,6 @@ def get_config(name: str, **overrides: Any) -> dict[str, Any]:
                                    "or pass the path of a .json file")
         config = configs[name]
     if overrides:
-        config = validate_config(deep_merge(config, overrides), f"model {name!r} with overrides {overrides}")
+        config = validate_config(deep_merge(config, overrides),
+                                 f"model {name!r} with overrides {overrides}")
     return copy.deepcopy(config)

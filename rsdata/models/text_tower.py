@@ -109,7 +109,8 @@ class HfTextTower(nn.Module):
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(str(directory)))
             tok = AutoTokenizer.from_pretrained(str(directory))
         except (OSError, ValueError, KeyError) as exc:
-            raise TextTowerError(f"cannot load a Hugging Face text encoder from {directory}: {exc}") from None
+            raise TextTowerError(f"cannot load a Hugging Face text encoder from {directory}: "
+                                 f"{exc}") from None
         self.tokenizer: Tokenizer = _HfTokenizer(tok, int(cfg["context_length"]))
         self.pooling = cfg.get("pooling", "mean")
         hidden = int(self.model.config.hidden_size)

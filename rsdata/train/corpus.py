@@ -52,7 +52,7 @@ def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
 
 
 def member_key(name: str) -> tuple[str, str] | None:
-    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): WebDataset keys end at the basename's first dot."""
+    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): keys end at the basename's first dot."""
     head, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     if not dot or not stem:
@@ -116,7 +116,8 @@ def captions_of(sample: dict[str, Any], shard: str, all_captions: bool) -> list[
         try:
             meta = json.loads(sample["json"])
         except json.JSONDecodeError as exc:
-            raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has invalid json: {exc}") from None
+            raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has invalid json: "
+                                 f"{exc}") from None
         for cap in meta.get("captions", []):
             text = str(cap.get("text", "")).strip() if isinstance(cap, dict) else ""
             if text and text not in out:
@@ -138,3 +139,16 @@ def is_holdout(key: str, fraction: float, seed: int = 0) -> bool:
     ``rsdata eval --split holdout --holdout F`` evaluates on exactly them.
     """
     return fraction > 0 and key_hash(key, seed) < fraction
+
+
+def read_key_file(path: str | Path) -> frozenset[str]:
+    """Sample keys listed in a text file, one per line (blank lines and ``#`` comments ignored)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"key list {p} not found") from None
+    keys = frozenset(ln.split("#", 1)[0].strip() for ln in lines) - {""}
+    if not keys:
+        raise TrainDataError(f"key list {p} holds no keys (expected one sample key per line)")
+    return keys

@@ -37,7 +37,8 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, local_rank=local, world_size=world)
 
 
-def gather_features(image: torch.Tensor, text: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_features(image: torch.Tensor, text: torch.Tensor,
+                    info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
     """All ranks' embeddings, so every rank's loss sees the global batch as negatives.
 
     Gradients flow back to each rank's own slice (``torch.distributed.nn.all_gather``).

@@ -61,6 +61,7 @@ class StreamConfig:
     caption: str = "random"  # "txt": the primary caption; "random": any caption of the sample
     holdout: float = 0.0  # leave out keys with is_holdout(key, holdout, holdout_seed)
     holdout_seed: int = 0
+    exclude: frozenset[str] = frozenset()  # keys never trained on (e.g. a spatially held-out block)
     rank: int = 0
     world_size: int = 1
     num_workers: int = 0
@@ -102,7 +103,10 @@ class ShardStream(IterableDataset):
         if len(self.cfg.shards) < self.cfg.slots:
             picked = picked[slot :: self.cfg.slots]
         if self.cfg.holdout > 0:
-            picked = [s for s in picked if not is_holdout(s["__key__"], self.cfg.holdout, self.cfg.holdout_seed)]
+            picked = [s for s in picked
+                      if not is_holdout(s["__key__"], self.cfg.holdout, self.cfg.holdout_seed)]
+        if self.cfg.exclude:
+            picked = [s for s in picked if s["__key__"] not in self.cfg.exclude]
         return picked
 
     def samples(self, slot: int, start: Position = START
@@ -123,7 +127,7 @@ class ShardStream(IterableDataset):
                 raise TrainDataError(
                     f"data slot {slot} (of {self.cfg.slots}: ranks x workers) gets no training samples "
                     f"from {len(self.cfg.shards)} shard(s); use fewer --workers or more data"
-                    + (", or a smaller --holdout" if self.cfg.holdout else ""))
+                    + (", or hold out fewer keys" if self.cfg.holdout or self.cfg.exclude else ""))
             epoch, cursor, offset = epoch + 1, 0, 0
 
     # -- turning samples into tensors -------------------------------------------------------

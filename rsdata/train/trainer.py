@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +31,11 @@ import numpy as np
 import torch
 
 from rsdata.errors import RsdataError
-from rsdata.models import DualEncoder, clip_loss, create_model
+from rsdata.models import DualEncoder, clip_loss
 from rsdata.models.checkpoint import (
     CHECKPOINT_DIR,
     LATEST,
+    TEXT_ASSETS_DIR,
     check_config,
     checkpoint_bytes,
     prune_checkpoints,
@@ -38,7 +43,14 @@ from rsdata.models.checkpoint import (
     save_model_files,
 )
 from rsdata.models.registry import get_config
-from rsdata.train.corpus import ShardInfo, TrainDataError, is_holdout, list_shards, read_shard
+from rsdata.train.corpus import (
+    ShardInfo,
+    TrainDataError,
+    is_holdout,
+    list_shards,
+    read_key_file,
+    read_shard,
+)
 from rsdata.train.distributed import (
     DistInfo,
     barrier,
@@ -81,6 +93,7 @@ class TrainConfig:
     caption: str = "random"
     holdout: float = 0.0
     holdout_seed: int = 0
+    exclude_keys: str | None = None  # a file of keys to leave out of training (one per line)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -89,32 +102,37 @@ class TrainConfig:
     device: str | None = None
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mixed precision on CUDA only)
     compile: str = "auto"  # auto | on | off (torch.compile on CUDA only)
+    threads: int | None = None  # CPU threads of each training process (default: cores left by workers)
     progress: bool = True
 
-    def stream_signature(self, shards: list[ShardInfo], world_size: int) -> dict[str, Any]:
+    def stream_signature(self, shards: list[ShardInfo], world_size: int,
+                         exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """What fixes the batch sequence: a resume must match it to be exact."""
+        excluded = (hashlib.sha256("\n".join(sorted(exclude)).encode("utf-8")).hexdigest()
+                    if exclude else None)
         return {"shards": [[s.path, s.nsamples] for s in shards], "batch_size": self.batch_size,
                 "workers": self.workers, "world_size": world_size, "seed": self.seed,
                 "augment": self.augment, "caption": self.caption, "holdout": self.holdout,
-                "holdout_seed": self.holdout_seed}
+                "holdout_seed": self.holdout_seed, "excluded_keys": excluded}
 
 
 # -- small helpers ------------------------------------------------------------------------------
-def count_training_samples(shards: list[ShardInfo], holdout: float, seed: int) -> int:
-    """Samples left for training (reads only tar headers when a holdout is set)."""
-    if holdout <= 0:
+def count_training_samples(shards: list[ShardInfo], holdout: float, seed: int,
+                           exclude: frozenset[str] = frozenset()) -> int:
+    """Samples left for training (reads only tar headers when keys are held out)."""
+    if holdout <= 0 and not exclude:
         return sum(s.nsamples for s in shards)
     return sum(1 for s in shards for x in read_shard(s.path, read_data=False)
-               if not is_holdout(x["__key__"], holdout, seed))
+               if not is_holdout(x["__key__"], holdout, seed) and x["__key__"] not in exclude)
 
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain lists and tensors (a ``weights_only`` checkpoint can hold them)."""
     np_state = np.random.get_state(legacy=False)
+    numpy_state = {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"]),
+                   "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                             "python_version": random.getstate()[0],
-                             "numpy": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"]),
-                                       "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}}
+                             "python_version": random.getstate()[0], "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -132,18 +150,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def unwrap(model: torch.nn.Module) -> DualEncoder:
-    while not isinstance(model, DualEncoder):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
-    return model
-
-
 def pick_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     if cfg.device:
         return torch.device(cfg.device)
     if torch.cuda.is_available():
         return torch.device("cuda", info.local_rank)
     return torch.device("cpu")
+
+
+def cpu_threads(cfg: TrainConfig, info: DistInfo) -> int:
+    """Threads for the training step on a CPU: the cores the data workers and the other local
+    ranks leave free. Oversubscribing cores makes OpenMP threads spin against each other (on a
+    busy 2-core machine, 2 threads next to 1 worker made a step 4x slower than 1 thread)."""
+    if cfg.threads:
+        return cfg.threads
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
+    return max(1, cores // local_world - cfg.workers)
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -166,6 +189,55 @@ def _unwrap_worker_error(exc: RsdataError) -> RsdataError:
     return exc
 
 
+class _StopOnInterrupt:
+    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current step, so the
+    run can checkpoint a consistent state; a second Ctrl-C interrupts at once. Only in the main
+    thread of a single-process run (DDP ranks must stop together; torchrun handles signals)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _Window:
+    """Loss, time and throughput accumulated between two log lines."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.samples, self.steps = 0, 0
+        self.data_s = self.compute_s = self.loss = self.lr = 0.0
+
+    def add(self, samples: int, data_s: float, compute_s: float, loss: float, lr: float) -> None:
+        self.samples += samples
+        self.steps += 1
+        self.data_s += data_s
+        self.compute_s += compute_s
+        self.loss += loss
+        self.lr = lr
+
+    def entry(self, step: int, total: int, epoch: float, logit_scale: float) -> dict[str, Any]:
+        elapsed = max(time.perf_counter() - self.t, 1e-9)
+        return {"step": step, "total_steps": total, "epoch": round(epoch, 4),
+                "loss": self.loss / max(self.steps, 1), "lr": self.lr, "logit_scale": logit_scale,
+                "samples_per_s": self.samples / elapsed, "data_s": self.data_s,
+                "compute_s": self.compute_s, "steps": self.steps}
+
+
 # -- the run ------------------------------------------------------------------------------------
 class Trainer:
     """One training run; ``run()`` returns a summary dict."""
@@ -181,6 +253,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.device = torch.device("cpu")
         self.info = DistInfo()
+        self.exclude = read_key_file(cfg.exclude_keys) if cfg.exclude_keys else frozenset()
 
     # set-up ------------------------------------------------------------------------------
     def _check_run_dir(self) -> dict[str, Any] | None:
@@ -195,7 +268,7 @@ class Trainer:
         return None
 
     def _total_steps(self, shards: list[ShardInfo]) -> tuple[int, int]:
-        n_train = count_training_samples(shards, self.cfg.holdout, self.cfg.holdout_seed)
+        n_train = count_training_samples(shards, self.cfg.holdout, self.cfg.holdout_seed, self.exclude)
         if n_train == 0:
             raise TrainDataError("no training samples are left (all held out?)")
         if self.cfg.steps is not None:
@@ -205,8 +278,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        device_type = "cuda" if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "cpu"
-        self.info = info = init_distributed(device_type)
+        wanted = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.info = info = init_distributed("cuda" if wanted.startswith("cuda") else "cpu")
         try:
             return self._run(info)
         finally:
@@ -217,10 +290,12 @@ class Trainer:
         self.device = device = pick_device(cfg, info)
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:
+            torch.set_num_threads(cpu_threads(cfg, info))
         ckpt = self._check_run_dir()
         shards = list_shards(cfg.data)
         total, n_train = self._total_steps(shards)
-        signature = cfg.stream_signature(shards, info.world_size)
+        signature = cfg.stream_signature(shards, info.world_size, self.exclude)
 
         torch.manual_seed(cfg.seed)
         model_config = get_config(cfg.model, **cfg.model_overrides)
@@ -231,7 +306,8 @@ class Trainer:
                 raise TrainError(f"cannot resume {self.run_dir} exactly: these settings differ from the "
                                  f"checkpoint's: {', '.join(diff)}. Use the same data and settings, or "
                                  "start a new run in another --out")
-        model = create_model(cfg.model, pretrained=ckpt is None, **cfg.model_overrides)
+        model = DualEncoder(model_config, pretrained=ckpt is None,
+                            text_fallback_dir=self.run_dir / TEXT_ASSETS_DIR)
         if ckpt is not None:
             model.load_state_dict(ckpt["state_dict"])
         model.to(device)
@@ -249,14 +325,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         start_step, positions, samples_seen = 0, {}, 0
         if ckpt is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_step = int(ckpt["step"])
-            positions = {int(k): tuple(v) for k, v in ckpt["data"]["positions"].items()}
-            samples_seen = int(ckpt.get("samples_seen", 0))
-            set_rng_state(ckpt["rng"][info.rank])
+            start_step, positions, samples_seen = self._restore(ckpt, optimizer, scheduler, scaler)
         else:
             torch.manual_seed(cfg.seed + info.rank)
 
@@ -272,7 +341,7 @@ class Trainer:
         stream = ShardStream(StreamConfig(
             shards=shards, batch_size=cfg.batch_size, transform=model.preprocess, tokenizer=model.tokenizer,
             seed=cfg.seed, augment=cfg.augment, caption=cfg.caption, holdout=cfg.holdout,
-            holdout_seed=cfg.holdout_seed, rank=info.rank, world_size=info.world_size,
+            holdout_seed=cfg.holdout_seed, exclude=self.exclude, rank=info.rank, world_size=info.world_size,
             num_workers=cfg.workers, rotation=start_step % max(cfg.workers, 1), positions=positions))
         loader = torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
@@ -290,50 +359,49 @@ class Trainer:
             log.write(json.dumps({"event": "start", "step": start_step, "total_steps": total,
                                   "train_samples": n_train, "model": model.name, "device": str(device),
                                   "world_size": info.world_size, "amp": str(dtype) if dtype else None,
+                                  "threads": torch.get_num_threads(), "workers": cfg.workers,
                                   "compile": use_compile, "resumed": ckpt is not None}) + "\n")
             log.flush()
         step = start_step
         losses: list[float] = []
-        window = {"t": time.perf_counter(), "samples": 0, "data": 0.0, "compute": 0.0, "loss": 0.0, "n": 0}
+        window = _Window()
         batches: Iterator[dict[str, Any]] = iter(loader)
+        stop = _StopOnInterrupt(enabled=not info.enabled)
         try:
-            while step < end_step:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except RsdataError as exc:
-                    raise _unwrap_worker_error(exc) from None
-                t1 = time.perf_counter()
-                expected = slot_of_step(step, info.rank, max(cfg.workers, 1))
-                if batch["slot"] != expected:  # the worker rotation is what makes resume exact
-                    raise RuntimeError(f"batch from data slot {batch['slot']} at step {step}, expected {expected}")
-                lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
-                loss = self._step(net, model, batch, optimizer, scheduler, scaler, dtype)
-                positions[int(batch["slot"])] = tuple(batch["position"])
-                step += 1
-                n = len(batch["keys"]) * info.world_size
-                samples_seen += n
-                t2 = time.perf_counter()
-                losses.append(loss)
-                window["samples"] += n
-                window["data"] += t1 - t0
-                window["compute"] += t2 - t1
-                window["loss"] += loss
-                window["n"] += 1
-                window["lr"] = lr
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                if step % cfg.log_every == 0 or step == end_step:
-                    self._log(log, step, total, window, model, samples_seen, n_train)
-                    window = {"t": time.perf_counter(), "samples": 0, "data": 0.0, "compute": 0.0,
-                              "loss": 0.0, "n": 0}
-                if step % cfg.checkpoint_every == 0 or step == end_step:
-                    self._checkpoint(step, samples_seen, state)
-        except KeyboardInterrupt:
-            if step > start_step:
-                self._checkpoint(step, samples_seen, state)
-            raise
+            with stop:
+                while step < end_step:
+                    t0 = time.perf_counter()
+                    try:
+                        batch = next(batches)
+                    except RsdataError as exc:
+                        raise _unwrap_worker_error(exc) from None
+                    t1 = time.perf_counter()
+                    expected = slot_of_step(step, info.rank, max(cfg.workers, 1))
+                    if batch["slot"] != expected:  # the worker rotation is what makes resume exact
+                        raise RuntimeError(f"batch from data slot {batch['slot']} at step {step}, "
+                                           f"expected slot {expected}")
+                    lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
+                    loss = self._step(net, model, batch, optimizer, scheduler, scaler, dtype)
+                    positions[int(batch["slot"])] = tuple(batch["position"])
+                    step += 1
+                    n = len(batch["keys"]) * info.world_size
+                    samples_seen += n
+                    losses.append(loss)
+                    window.add(n, t1 - t0, time.perf_counter() - t1, loss, lr)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    last = step == end_step or stop.requested
+                    if log is not None and (step % cfg.log_every == 0 or last):
+                        scale = float(model.scale().detach())
+                        entry = window.entry(step, total, samples_seen / n_train, scale)
+                        log.write(json.dumps(entry) + "\n")
+                        log.flush()
+                        window = _Window()
+                    if step % cfg.checkpoint_every == 0 or last:
+                        self._checkpoint(step, samples_seen, state)
+                    if stop.requested:  # Ctrl-C: stopped cleanly after a checkpointed step
+                        raise KeyboardInterrupt
         finally:
             if bar is not None:
                 bar.close()
@@ -343,6 +411,17 @@ class Trainer:
         return {"run_dir": str(self.run_dir), "step": step, "total_steps": total, "train_samples": n_train,
                 "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                 "losses": losses, "device": str(device), "finished": step >= total}
+
+    def _restore(self, ckpt: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
+                 scaler: torch.amp.GradScaler) -> tuple[int, dict[int, Position], int]:
+        """Load trainer state from a checkpoint; returns (step, slot positions, samples seen)."""
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"][self.info.rank])
+        positions = {int(k): tuple(v) for k, v in ckpt["data"]["positions"].items()}
+        return int(ckpt["step"]), positions, int(ckpt.get("samples_seen", 0))  # type: ignore[misc]
 
     # one optimisation step -------------------------------------------------------------------
     def _step(self, net: torch.nn.Module, model: DualEncoder, batch: dict[str, Any],
@@ -367,19 +446,6 @@ class Trainer:
         scheduler.step()
         return float(loss.detach())
 
-    def _log(self, log: Any, step: int, total: int, window: dict[str, Any], model: DualEncoder,
-             samples_seen: int, n_train: int) -> None:
-        """One log.jsonl line: mean loss over the window, the last step's lr, throughput."""
-        if log is None:
-            return
-        elapsed = max(time.perf_counter() - window["t"], 1e-9)
-        entry = {"step": step, "total_steps": total, "epoch": round(samples_seen / n_train, 4),
-                 "loss": window["loss"] / max(window["n"], 1), "lr": window["lr"],
-                 "logit_scale": float(model.scale().detach()), "samples_per_s": window["samples"] / elapsed,
-                 "data_s": window["data"], "compute_s": window["compute"], "steps": window["n"]}
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-
     def _checkpoint(self, step: int, samples_seen: int, state: dict[str, Any]) -> None:
         info = self.info
         rngs = gather_objects(rng_state(), info)
@@ -389,12 +455,13 @@ class Trainer:
             positions.update(p)
         if info.is_main:
             ckpt_dir = self.run_dir / CHECKPOINT_DIR
-            extra = {"step": step, "samples_seen": samples_seen, "optimizer": state["optimizer"].state_dict(),
+            extra = {"step": step, "samples_seen": samples_seen,
+                     "optimizer": state["optimizer"].state_dict(),
                      "scheduler": state["scheduler"].state_dict(), "scaler": state["scaler"].state_dict(),
                      "rng": rngs, "data": {"signature": state["signature"],
                                           "positions": {str(k): list(v) for k, v in positions.items()}},
                      "train_args": dataclasses.asdict(self.cfg)}
-            data = checkpoint_bytes(unwrap(state["model"]), **extra)
+            data = checkpoint_bytes(state["model"], **extra)
             atomic_write_bytes(ckpt_dir / f"step-{step:08d}.pt", data)
             atomic_write_bytes(ckpt_dir / LATEST, data)
             prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
