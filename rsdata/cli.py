@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rsdata: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rsdata: interrupted; finished partitions are kept, run the same command to resume",
-              file=sys.stderr)
+        hint = ("; finished partitions are kept, run the same command to resume"
+                if args.command == "run" else "")
+        print(f"rsdata: interrupted{hint}", file=sys.stderr)
         return 130
 
 
