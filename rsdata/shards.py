@@ -38,10 +38,12 @@ def split_member(member: tarfile.TarInfo, shard: Path) -> tuple[str, str]:
     return key, ext.lower()
 
 
-def iter_raw(path: str | Path, extensions: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_raw(path: str | Path, extensions: Collection[str] | None = None,
+             skip: Collection[str] = ()) -> Iterator[dict[str, Any]]:
     """Entries of one shard as ``{"__key__": key, ext: bytes, ...}``, streamed in tar order.
 
-    ``extensions`` limits which members are read into memory (others are skipped unread).
+    ``extensions`` limits which members are read into memory, ``skip`` names members never
+    read (e.g. large ``tif`` chips); the others are passed over unread.
     """
     path = Path(path)
     try:
@@ -53,7 +55,7 @@ def iter_raw(path: str | Path, extensions: Collection[str] | None = None) -> Ite
                     if current is not None:
                         yield current
                     current = {"__key__": key}
-                if extensions is None or ext in extensions:
+                if (extensions is None or ext in extensions) and ext not in skip:
                     fh = tar.extractfile(member)
                     current[ext] = fh.read() if fh is not None else b""
             if current is not None:

@@ -8,7 +8,6 @@ changed after its manifest was written).
 from __future__ import annotations
 
 import json
-import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Iterable
 
 from rsdata.errors import InputError, RsdataError
 from rsdata.manifest import load_manifest
+from rsdata.shards import iter_raw
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 SKIP_EXTS = ("tif", "tiff")  # full-band chips: large and not used for training
@@ -51,43 +51,13 @@ def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
     return shards
 
 
-def member_key(name: str) -> tuple[str, str] | None:
-    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): keys end at the basename's first dot."""
-    head, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not dot or not stem:
-        return None
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
 def read_shard(path: str, read_data: bool = True) -> list[dict[str, Any]]:
     """All samples of one tar shard, in file order: ``{"__key__": key, ext: bytes, ...}``.
 
-    Full-band ``tif`` members are skipped; ``read_data=False`` lists keys and member names only
-    (values are ``b""``).
+    Full-band ``tif`` members are skipped; ``read_data=False`` lists keys only. Reading goes
+    through :mod:`rsdata.shards` (streamed, member names checked, nothing extracted).
     """
-    samples: list[dict[str, Any]] = []
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                split = member_key(member.name)
-                if split is None:
-                    continue
-                key, ext = split
-                if not samples or samples[-1]["__key__"] != key:
-                    samples.append({"__key__": key})
-                if ext in SKIP_EXTS:
-                    continue
-                data = b""
-                if read_data:
-                    fh = tar.extractfile(member)
-                    data = fh.read() if fh is not None else b""
-                samples[-1][ext] = data
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read shard {path}: {exc}; rerun `rsdata run` to rewrite it") from None
-    return samples
+    return list(iter_raw(path, extensions=None if read_data else (), skip=SKIP_EXTS))
 
 
 def check_count(shard: ShardInfo, samples: list[dict[str, Any]]) -> None:
