@@ -1,12 +1,13 @@
 """Throughput of the rsdata spine against a bare I/O floor, OSM-join scaling, and 2 workers vs 1.
 
-    python -m benchmarks.bench_spine [--quick] [--json PATH] [--profile]
+    python -m benchmarks.bench_spine [--quick] [--json PATH] [--profile] [--parts a,b,c]
+                                     [--wait-quiet SECONDS]
 
 Everything runs in ONE process, on the SAME synthetic inputs, generated (seeded) into a temp
 dir that is deleted at the end:
 
 * a tiled RGB uint8 GeoTIFF in UTM 34S (EPSG:32734) at 2.5 m, so a 2.5 m recipe reads it
-  without resampling (8192 x 8192 px = 1024 tiles of 256 px; ``--quick``: 2048 px = 64 tiles).
+  without resampling (8192 x 8192 px = 1024 tiles of 256 px; ``--quick``: 3072 px = 144 tiles).
   Content: smooth land-cover patches + mid/fine texture + the buildings, roads, fields and
   ponds of the OSM file burnt in, so JPEG sizes and costs look like aerial photos;
 * an OSM GeoJSON (EPSG:4326) over it: a few thousand buildings (clustered in "towns" and
@@ -16,12 +17,16 @@ Measurements (each at least twice, best taken; the file is cached in RAM first):
 
 (a) floor = one process, for every tile: rasterio windowed read + dataset_mask + Pillow JPEG
     (q90) + webdataset TarWriter of jpg+txt+json; spine = ``run_local(plan, workers=1)`` on the
-    same tiles with osm_join + template_captions + shards, and without the two stages.
-    ``--resampled`` adds the same pair at 3.0 m (bilinear resampling on read).
+    same tiles with osm_join + template_captions + shards, and without the two stages; a
+    step-by-step ms/tile breakdown; the same pair at 3.0 m (bilinear resampling on read).
 (b) ``OsmJoin.join`` per tile on a fixed block of tiles, with N features in the block, with
     10xN where the extra 9xN lie elsewhere on the raster (a spatial index keeps this flat), and
     with 10xN inside the block (denser tiles: expected to cost more).
-(c) ``run_local(workers=2)`` vs ``workers=1`` (full spine, fresh output dir each run).
+(c) ``run_local(workers=2)`` vs ``workers=1`` (full spine, fresh output dir each run; each
+    2-worker run starts its pool cold, as ``rsdata run --workers 2`` does).
+
+The machine may be shared: every run records how many cores other processes kept busy
+meanwhile (``/proc/stat``); ``--wait-quiet`` waits for a calmer moment first.
 
 It prints a markdown table (measurement | value | target | pass/fail) and the machine it ran on.
 """
@@ -39,6 +44,7 @@ import os
 import platform
 import pstats
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -84,18 +90,19 @@ QUICK = Sizes(raster_px=3072, towns=3, town_buildings=120, scattered_buildings=1
 
 
 class Meter:
-    """Wall time, this process's CPU time (children included once reaped) and the average number
-    of cores other processes kept busy meanwhile (from /proc/stat): how noisy a measurement was."""
+    """Wall time, the CPU time of this process group (this process, spawned workers, a fork
+    server and the workers it forked and reaped) and the average number of cores other
+    processes kept busy meanwhile (from /proc/stat): how noisy a measurement was."""
 
     def __enter__(self) -> "Meter":
-        self._wall, self._busy, self._own = time.perf_counter(), _busy_s(), _own_cpu_s()
+        self._wall, self._busy, self._own = time.perf_counter(), _busy_s(), _group_cpu_s()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self._wall
-        self.cpu_s = _own_cpu_s() - self._own
+        self.cpu_s = _group_cpu_s() - self._own
         busy = _busy_s() - self._busy
-        self.others_cores = max(0.0, busy - self.cpu_s) / self.seconds if busy == busy else float("nan")
+        self.others_cores = max(0.0, busy - self.cpu_s) / self.seconds
 
 
 def _busy_s() -> float:
@@ -108,9 +115,24 @@ def _busy_s() -> float:
     return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+def _group_cpu_s() -> float:
+    """CPU seconds (own + reaped children) of the live processes in this process group."""
+    if not Path("/proc/self/stat").exists():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+    pgrp, ticks, total = os.getpgrp(), os.sysconf("SC_CLK_TCK"), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # fields[0] is the state (field 3 of proc(5)): pgrp is field 5, utime..cstime 14..17
+        if int(fields[2]) == pgrp:
+            total += sum(int(v) for v in fields[11:15])
+    return total / ticks
 
 
 def busy_cores(seconds: float = 1.0) -> float:
@@ -446,11 +468,31 @@ def make_plan(tif: Path, geojson: Path | None, out_dir: Path, gsd: float,
     return build_plan(recipe, out_dir=out_dir)
 
 
+def stop_forkserver() -> bool:
+    """Stop this process's multiprocessing fork server, if one runs, so that the next pool
+    starts it again (and imports its preloaded modules) as a fresh ``rsdata run`` would."""
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # private API; present in CPython 3.8 to 3.13
+        running = getattr(server, "_forkserver_pid", None) is not None
+        server._stop()
+        return running
+    except Exception:  # noqa: BLE001 - another Python: measure whatever it does
+        return False
+
+
 def run_spine(tif: Path, geojson: Path | None, work: Path, gsd: float, workers: int = 1,
-              part_size: int = DEFAULT_PARTITION_SIZE, profiler: cProfile.Profile | None = None
-              ) -> dict[str, Any]:
-    """build_plan + run_local in a fresh output dir; tiles/s counts run_local only."""
+              part_size: int = DEFAULT_PARTITION_SIZE, profiler: cProfile.Profile | None = None,
+              cold_pool: bool = True) -> dict[str, Any]:
+    """build_plan + run_local in a fresh output dir; tiles/s counts run_local only.
+
+    With ``workers > 1`` and ``cold_pool``, any fork server left by an earlier run is stopped
+    first, so every run pays the pool start-up a command-line run pays."""
     from rsdata.executors.local import run_local
+
+    if workers > 1 and cold_pool:
+        stop_forkserver()
 
     out_dir = Path(tempfile.mkdtemp(prefix="spine-", dir=work))
     try:
@@ -724,22 +766,171 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# ==============================================================================================
+def measure_a(tif: Path, geojson: Path, work: Path, windows: list[Any], repeats: int, ps: int,
+              resampled: bool, settle: Callable[[], None]) -> dict[str, Any]:
+    """(a): floor vs spine (and spine without osm/captions), interleaved so noise hits all
+    alike; then the step-by-step breakdown, and optionally the resampled pair."""
+    floor_runs, full_runs, bare_runs = [], [], []
+    for rep in range(repeats):
+        settle()
+        warm_cache(tif)
+        floor_runs.append(run_floor(tif, windows, work / "floor", ps))
+        log(f"(a) rep {rep + 1}: floor {floor_runs[-1]['tiles_per_s']:.1f} tiles/s")
+        full_runs.append(run_spine(tif, geojson, work, GSD, part_size=ps))
+        log(f"(a) rep {rep + 1}: spine {full_runs[-1]['tiles_per_s']:.1f} tiles/s "
+            f"(plan {full_runs[-1]['plan_seconds']:.1f} s)")
+        bare_runs.append(run_spine(tif, None, work, GSD, part_size=ps))
+        log(f"(a) rep {rep + 1}: spine without osm/captions {bare_runs[-1]['tiles_per_s']:.1f} tiles/s")
+    floor, full, bare = best(floor_runs), best(full_runs), best(bare_runs)
+    out: dict[str, Any] = {
+        "floor": floor, "spine": full, "spine_bare": bare,
+        "ratio_spine_floor": full["tiles_per_s"] / floor["tiles_per_s"],
+        "ratio_bare_floor": bare["tiles_per_s"] / floor["tiles_per_s"],
+        "ratio_spine_floor_cpu": (max(r["tiles_per_cpu_s"] for r in full_runs)
+                                  / max(r["tiles_per_cpu_s"] for r in floor_runs)),
+        "osm_captions_ms_per_tile": 1000 / full["tiles_per_s"] - 1000 / bare["tiles_per_s"]}
+    n_break = min(len(windows), 256)
+    out["breakdown_ms_per_tile"] = spine_breakdown(tif, geojson, work, GSD, n_break)
+    out["tile_metadata_ms_per_tile"] = tile_stage_breakdown(tif, windows, n_break)
+    log("(a) breakdown (ms/tile): "
+        + json.dumps({k: round(v, 3) for k, v in out["breakdown_ms_per_tile"].items()}))
+    if resampled:
+        rwins = tile_windows(tif, RESAMPLED_GSD)
+        rf, rs = [], []
+        for rep in range(repeats):
+            settle()
+            rf.append(run_floor(tif, rwins, work / "floor", ps))
+            rs.append(run_spine(tif, geojson, work, RESAMPLED_GSD, part_size=ps))
+            log(f"(a') rep {rep + 1}: resampled floor {rf[-1]['tiles_per_s']:.1f}, "
+                f"spine {rs[-1]['tiles_per_s']:.1f} tiles/s")
+        out["resampled"] = {"gsd": RESAMPLED_GSD, "floor": best(rf), "spine": best(rs),
+                            "ratio_spine_floor": best(rs)["tiles_per_s"] / best(rf)["tiles_per_s"]}
+    return out
+
+
+def measure_c(tif: Path, geojson: Path, work: Path, repeats: int, ps: int,
+              settle: Callable[[], None]) -> dict[str, Any]:
+    """(c): 2 workers vs 1, interleaved; every 2-worker run starts its pool cold (as a
+    command-line run does), plus one run with the pool's fork server left up."""
+    w1_runs, w2_runs = [], []
+    for rep in range(repeats):
+        settle()
+        w1_runs.append(run_spine(tif, geojson, work, GSD, workers=1, part_size=ps))
+        w2_runs.append(run_spine(tif, geojson, work, GSD, workers=2, part_size=ps))
+        log(f"(c) rep {rep + 1}: 1 worker {w1_runs[-1]['tiles_per_s']:.1f}, "
+            f"2 workers {w2_runs[-1]['tiles_per_s']:.1f} tiles/s")
+    warm = run_spine(tif, geojson, work, GSD, workers=2, part_size=ps, cold_pool=False)
+    log(f"(c) 2 workers, pool server already up: {warm['tiles_per_s']:.1f} tiles/s")
+    stop_forkserver()
+    w1, w2 = best(w1_runs), best(w2_runs)
+    return {"workers1": w1, "workers2": w2, "workers2_warm_pool": warm,
+            "speedup": w2["tiles_per_s"] / w1["tiles_per_s"],
+            "speedup_warm_pool": warm["tiles_per_s"] / w1["tiles_per_s"],
+            # wall time not spent in partitions: pool start-up, imports, the tail
+            "overhead_s": w2["seconds"] - w2["partition_seconds_sum"] / 2,
+            "partition_time_ratio": w2["partition_seconds_sum"] / w1["partition_seconds_sum"],
+            "import_probe": worker_import_probe()}
+
+
+def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "a" in results:
+        a = results["a"]
+        rows += [
+            row(f"(a) floor: read+mask+JPEG q{JPEG_QUALITY}+tar, 1 process [tiles/s]",
+                a["floor"]["tiles_per_s"]),
+            row("(a) spine: tile+osm_join+template_captions+shards, workers=1 [tiles/s]",
+                a["spine"]["tiles_per_s"]),
+            row("(a) spine without osm_join/captions (tile+shards) [tiles/s]",
+                a["spine_bare"]["tiles_per_s"]),
+            row("(a) ratio spine / floor", a["ratio_spine_floor"], "{:.2f}",
+                f">= {TARGETS['spine_vs_floor']}",
+                a["ratio_spine_floor"] >= TARGETS["spine_vs_floor"]),
+            row("(a) ratio spine / floor by process CPU time (less noise-sensitive)",
+                a["ratio_spine_floor_cpu"], "{:.2f}"),
+            row("(a) ratio spine without osm/captions / floor", a["ratio_bare_floor"], "{:.2f}"),
+            row("(a) other processes' load during the best floor / spine runs [cores]",
+                f"{a['floor']['others_cores']:.2f} / {a['spine']['others_cores']:.2f}"),
+            row("(a) osm_join+captions cost (spine - spine without) [ms/tile]",
+                a["osm_captions_ms_per_tile"], "{:.2f}"),
+            row("(a) build_plan (hash raster, read OSM), not in tiles/s [s]",
+                a["spine"]["plan_seconds"], "{:.2f}"),
+        ]
+        for k, v in a["breakdown_ms_per_tile"].items():
+            if k != "tiles":
+                name = k.removesuffix("_ms").replace("_", " ")
+                rows.append(row(f"(a) step by step, {name} [ms/tile]", v, "{:.2f}"))
+        name, value = next(iter(a["tile_metadata_ms_per_tile"].items()))
+        rows.append(row(f"(a) step by step, of which (tile stage) {name} [ms/tile]", value, "{:.2f}"))
+        if "resampled" in a:
+            ar = a["resampled"]
+            rows += [
+                row(f"(a') floor at {ar['gsd']} m, bilinear [tiles/s]", ar["floor"]["tiles_per_s"]),
+                row(f"(a') spine at {ar['gsd']} m, bilinear [tiles/s]", ar["spine"]["tiles_per_s"]),
+                row("(a') ratio spine / floor, resampled", ar["ratio_spine_floor"], "{:.2f}",
+                    f">= {TARGETS['spine_vs_floor']}",
+                    ar["ratio_spine_floor"] >= TARGETS["spine_vs_floor"]),
+            ]
+    if "b" in results:
+        b = results["b"]
+        rows += [
+            row(f"(b) join, N={b['1x']['features_total']} features in the {b['tiles']} tiles "
+                f"({b['1x']['features_per_tile']:.0f}/tile) [CPU ms/tile]",
+                b["1x"]["ms_per_tile"], "{:.2f}"),
+            row(f"(b) join, 10xN: +9N outside the tiles ({b['10x_outside']['features_total']}) "
+                "[CPU ms/tile]", b["10x_outside"]["ms_per_tile"], "{:.2f}"),
+            row("(b) ratio 10x (outside) / 1x", b["ratio_10x_outside"], "{:.2f}",
+                f"<= {TARGETS['join_outside_ratio']}",
+                b["ratio_10x_outside"] <= TARGETS["join_outside_ratio"]),
+            row(f"(b) join, 10xN inside the tiles ({b['10x_inside']['features_per_tile']:.0f} "
+                "features/tile) [CPU ms/tile]", b["10x_inside"]["ms_per_tile"], "{:.2f}"),
+            row("(b) ratio 10x (inside, denser tiles) / 1x", b["ratio_10x_inside"], "{:.2f}",
+                "grows (expected)"),
+            row("(b) index build (first join) 1x / 10x outside [s]",
+                f"{b['1x']['first_join_s']:.2f} / {b['10x_outside']['first_join_s']:.2f}"),
+        ]
+    if "c" in results:
+        c = results["c"]
+        probe = c["import_probe"]
+        rows += [
+            row("(c) spine workers=1 [tiles/s]", c["workers1"]["tiles_per_s"]),
+            row("(c) spine workers=2 [tiles/s]", c["workers2"]["tiles_per_s"]),
+            row("(c) speedup 2 workers / 1", c["speedup"], "{:.2f}",
+                f">= {TARGETS['workers2_speedup']}", c["speedup"] >= TARGETS["workers2_speedup"]),
+            row("(c) other processes' load during the best 1- / 2-worker runs [cores]",
+                f"{c['workers1']['others_cores']:.2f} / {c['workers2']['others_cores']:.2f}"),
+            row("(c) speedup with the pool's fork server already up (long-lived driver)",
+                c["speedup_warm_pool"], "{:.2f}"),
+            row("(c) 2 workers: wall time outside partitions (pool start, imports, tail) [s]",
+                c["overhead_s"], "{:.2f}"),
+            row("(c) 2 workers: summed partition time / 1 worker's (contention)",
+                c["partition_time_ratio"], "{:.2f}"),
+            row("(c) fresh interpreter importing the worker modules [s] (of which webdataset)",
+                f"{probe['wall_s']:.2f} ({probe['webdataset_s']:.2f})"),
+        ]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_spine",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2048 px raster (64 tiles): a smoke run")
+    ap.add_argument("--quick", action="store_true", help="3072 px raster (144 tiles): a smoke run")
     ap.add_argument("--size", type=int, help="raster width/height in px (multiple of 256)")
     ap.add_argument("--repeats", type=int, help="runs per measurement, best taken (default 2)")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--parts", default="a,b,c",
+                    help="which measurements to run, e.g. 'c' or 'a,b' (default a,b,c)")
     ap.add_argument("--no-resampled", dest="resampled", action="store_false",
                     help=f"skip floor and spine at {RESAMPLED_GSD} m (resampled on read)")
     ap.add_argument("--no-workers", action="store_true", help="skip (c), 2 workers vs 1")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile one single-worker spine run and print the hot spots")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                    help="first wait up to SECONDS for other processes to use < 0.3 cores")
+                    help="first wait up to SECONDS for other processes to use fewer than "
+                         "--quiet-cores cores, and up to min(SECONDS, 120) before each repetition")
+    ap.add_argument("--quiet-cores", type=float, default=0.3, metavar="N",
+                    help="what --wait-quiet waits for (default 0.3 cores busy elsewhere)")
     ap.add_argument("--tmpdir", type=Path, help="where to put the temp data (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the temp data (prints where)")
     args = ap.parse_args(argv)
@@ -749,18 +940,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.size % TILE:
             ap.error(f"--size must be a multiple of {TILE}")
         sz = Sizes(**{**asdict(sz), "raster_px": args.size})
-    repeats = args.repeats or sz.repeats
+    repeats = max(1, args.repeats or sz.repeats)
     ps = sz.partition_size
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"a", "b", "c"}:
+        ap.error(f"--parts takes a, b and/or c, not {args.parts!r}")
+    if args.no_workers:
+        parts.discard("c")
+
+    def settle() -> None:
+        """Before a repetition: give a busy shared machine a chance to calm down."""
+        if args.wait_quiet > 0:
+            wait_quiet(min(args.wait_quiet, 120.0), args.quiet_cores)
+
+    # a plain `kill` (SIGTERM) still deletes the temp data, through the finally below
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.wait_quiet > 0:
-        wait_quiet(args.wait_quiet)
+        wait_quiet(args.wait_quiet, args.quiet_cores)
     info = machine()
     info["busy_cores_at_start"] = busy_cores(1.0)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="rsdata-bench-", dir=args.tmpdir))
-    results: dict[str, Any] = {"machine": info, "config": {**asdict(sz), "repeats": repeats,
-                                                             "seed": args.seed, "tile": TILE,
-                                                             "gsd": GSD, "epsg": EPSG,
-                                                             "jpeg_quality": JPEG_QUALITY}}
+    results: dict[str, Any] = {
+        "machine": info,
+        "config": {**asdict(sz), "repeats": repeats, "seed": args.seed, "tile": TILE, "gsd": GSD,
+                   "epsg": EPSG, "jpeg_quality": JPEG_QUALITY, "parts": sorted(parts)}}
     try:
         # -- inputs ------------------------------------------------------------------------------
         rng = np.random.default_rng(args.seed)
@@ -771,75 +976,30 @@ def main(argv: list[str] | None = None) -> int:
         tif = work / "bench.tif"
         write_raster(tif, feats, sz, args.seed)
         gen_s = time.perf_counter() - t
-        results["inputs"] = {"raster_px": sz.raster_px, "raster_mb": tif.stat().st_size / 1e6,
-                             "osm_features": len(feats),
-                             "osm_mb": geojson.stat().st_size / 1e6, "generate_s": gen_s}
-        log(f"inputs: {sz.raster_px}x{sz.raster_px} px GeoTIFF ({tif.stat().st_size / 1e6:.0f} MB), "
-            f"{len(feats)} OSM features, generated in {gen_s:.1f} s")
-        warm_cache(tif)
         windows = tile_windows(tif, GSD)
-        log(f"{len(windows)} tiles of {TILE} px")
+        results["inputs"] = {"raster_px": sz.raster_px, "raster_mb": tif.stat().st_size / 1e6,
+                             "tiles": len(windows), "osm_features": len(feats),
+                             "osm_mb": geojson.stat().st_size / 1e6, "generate_s": gen_s}
+        log(f"inputs: {sz.raster_px}x{sz.raster_px} px GeoTIFF ({tif.stat().st_size / 1e6:.0f} MB, "
+            f"{len(windows)} tiles of {TILE} px), {len(feats)} OSM features, generated in {gen_s:.1f} s")
+        warm_cache(tif)
 
-        # warm-up: imports, GDAL block cache paths, the OSM reader
-        run_floor(tif, windows[:16], work / "warm-floor")
+        # warm-up: imports, GDAL, the OSM reader
+        run_floor(tif, windows[:16], work / "warm-floor", ps)
         make_plan(tif, geojson, work / "warm-plan", GSD)
         shutil.rmtree(work / "warm-plan", ignore_errors=True)
+        results["inputs"]["jpeg_kb_mean"] = run_floor(tif, windows[:64], work / "warm-floor",
+                                                      ps)["jpeg_kb_mean"]
 
-        # -- (a) floor vs spine, interleaved so noise hits all alike ---------------------------
-        floor_runs, full_runs, bare_runs = [], [], []
-        for rep in range(repeats):
-            warm_cache(tif)
-            floor_runs.append(run_floor(tif, windows, work / "floor", ps))
-            log(f"(a) rep {rep + 1}: floor {floor_runs[-1]['tiles_per_s']:.1f} tiles/s")
-            full_runs.append(run_spine(tif, geojson, work, GSD, part_size=ps))
-            log(f"(a) rep {rep + 1}: spine {full_runs[-1]['tiles_per_s']:.1f} tiles/s "
-                f"(plan {full_runs[-1]['plan_seconds']:.1f} s)")
-            bare_runs.append(run_spine(tif, None, work, GSD, part_size=ps))
-            log(f"(a) rep {rep + 1}: spine without osm/captions "
-                f"{bare_runs[-1]['tiles_per_s']:.1f} tiles/s")
-        floor, full, bare = best(floor_runs), best(full_runs), best(bare_runs)
-        results["a"] = {"floor": floor, "spine": full, "spine_bare": bare,
-                        "ratio_spine_floor": full["tiles_per_s"] / floor["tiles_per_s"],
-                        "ratio_bare_floor": bare["tiles_per_s"] / floor["tiles_per_s"],
-                        "ratio_spine_floor_cpu": (max(r["tiles_per_cpu_s"] for r in full_runs)
-                                                  / max(r["tiles_per_cpu_s"] for r in floor_runs)),
-                        "osm_captions_ms_per_tile": 1000 / full["tiles_per_s"] - 1000 / bare["tiles_per_s"]}
-        n_break = min(len(windows), 256)
-        results["a"]["breakdown_ms_per_tile"] = spine_breakdown(tif, geojson, work, GSD, n_break)
-        results["a"]["tile_metadata_ms_per_tile"] = tile_stage_breakdown(tif, windows, n_break)
-        log(f"(a) breakdown (ms/tile): {json.dumps({k: round(v, 3) for k, v in results['a']['breakdown_ms_per_tile'].items()})}")
-
-        if args.resampled:
-            rwins = tile_windows(tif, RESAMPLED_GSD)
-            rf, rs = [], []
-            for rep in range(repeats):
-                rf.append(run_floor(tif, rwins, work / "floor", ps))
-                rs.append(run_spine(tif, geojson, work, RESAMPLED_GSD, part_size=ps))
-                log(f"(a') rep {rep + 1}: resampled floor {rf[-1]['tiles_per_s']:.1f}, "
-                    f"spine {rs[-1]['tiles_per_s']:.1f} tiles/s")
-            results["a_resampled"] = {"floor": best(rf), "spine": best(rs),
-                                      "ratio_spine_floor": best(rs)["tiles_per_s"] / best(rf)["tiles_per_s"]}
-
-        # -- (b) OSM join scaling --------------------------------------------------------------
-        log("(b) OSM join scaling")
-        results["b"] = bench_join(tif, work, sz, args.seed, max(repeats, 2))
-
-        # -- (c) 2 workers vs 1 ----------------------------------------------------------------
-        if not args.no_workers:
-            w1_runs, w2_runs = [], []
-            for rep in range(repeats):  # interleaved, so load from elsewhere hits both alike
-                w1_runs.append(run_spine(tif, geojson, work, GSD, workers=1, part_size=ps))
-                w2_runs.append(run_spine(tif, geojson, work, GSD, workers=2, part_size=ps))
-                log(f"(c) rep {rep + 1}: 1 worker {w1_runs[-1]['tiles_per_s']:.1f}, "
-                    f"2 workers {w2_runs[-1]['tiles_per_s']:.1f} tiles/s")
-            w1, w2 = best(w1_runs), best(w2_runs)
-            results["c"] = {"workers1": w1, "workers2": w2,
-                            "speedup": w2["tiles_per_s"] / w1["tiles_per_s"],
-                            # wall time not spent in partitions: pool start-up, imports, tail
-                            "overhead_s": w2["seconds"] - w2["partition_seconds_sum"] / 2,
-                            "partition_cpu_ratio": w2["partition_seconds_sum"] / w1["partition_seconds_sum"],
-                            "import_probe": worker_import_probe()}
-
+        if "a" in parts:
+            results["a"] = measure_a(tif, geojson, work, windows, repeats, ps, args.resampled,
+                                     settle)
+        if "b" in parts:
+            log("(b) OSM join scaling")
+            settle()
+            results["b"] = bench_join(tif, work, sz, args.seed, max(repeats, 2))
+        if "c" in parts:
+            results["c"] = measure_c(tif, geojson, work, repeats, ps, settle)
         if args.profile:
             prof = cProfile.Profile()
             run_spine(tif, geojson, work, GSD, part_size=ps, profiler=prof)
@@ -850,77 +1010,13 @@ def main(argv: list[str] | None = None) -> int:
             st.sort_stats("cumulative").print_stats(40)
             results["profile"] = buf.getvalue()
     finally:
+        stop_forkserver()
         if args.keep:
             log(f"kept temp data in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    # -- table -------------------------------------------------------------------------------
-    a = results["a"]
-    n = a["floor"]["tiles"]
-    rows = [
-        row(f"(a) floor: read+mask+JPEG q{JPEG_QUALITY}+tar, 1 process [tiles/s]",
-            a["floor"]["tiles_per_s"]),
-        row("(a) spine: tile+osm_join+template_captions+shards, workers=1 [tiles/s]",
-            a["spine"]["tiles_per_s"]),
-        row("(a) spine without osm_join/captions (tile+shards) [tiles/s]",
-            a["spine_bare"]["tiles_per_s"]),
-        row("(a) ratio spine / floor", a["ratio_spine_floor"], "{:.2f}",
-            f">= {TARGETS['spine_vs_floor']}", a["ratio_spine_floor"] >= TARGETS["spine_vs_floor"]),
-        row("(a) ratio spine / floor by process CPU time (less noise-sensitive)",
-            a["ratio_spine_floor_cpu"], "{:.2f}"),
-        row("(a) ratio spine without osm/captions / floor", a["ratio_bare_floor"], "{:.2f}"),
-        row("(a) other processes' load during the best floor / spine runs [cores]",
-            f"{a['floor']['others_cores']:.2f} / {a['spine']['others_cores']:.2f}"),
-        row("(a) osm_join+captions cost [ms/tile]", a["osm_captions_ms_per_tile"], "{:.2f}"),
-        row("(a) build_plan (hash raster, read OSM) [s]", a["spine"]["plan_seconds"], "{:.2f}"),
-    ]
-    for k, v in a["breakdown_ms_per_tile"].items():
-        if k != "tiles":
-            row_name = f"(a) step by step, {k.removesuffix('_ms').replace('_', ' ')} [ms/tile]"
-            rows.append(row(row_name, v, "{:.2f}"))
-    bw = next(iter(a["tile_metadata_ms_per_tile"].items()))
-    rows.append(row(f"(a) step by step, of which (tile stage) {bw[0]} [ms/tile]", bw[1], "{:.2f}"))
-    if "a_resampled" in results:
-        ar = results["a_resampled"]
-        rows += [
-            row(f"(a') floor at {RESAMPLED_GSD} m, bilinear [tiles/s]", ar["floor"]["tiles_per_s"]),
-            row(f"(a') spine at {RESAMPLED_GSD} m, bilinear [tiles/s]", ar["spine"]["tiles_per_s"]),
-            row("(a') ratio spine / floor, resampled", ar["ratio_spine_floor"], "{:.2f}",
-                f">= {TARGETS['spine_vs_floor']}", ar["ratio_spine_floor"] >= TARGETS["spine_vs_floor"]),
-        ]
-    b = results["b"]
-    rows += [
-        row(f"(b) join, N={b['1x']['features_total']} features in the {b['tiles']} tiles "
-            f"({b['1x']['features_per_tile']:.0f}/tile) [CPU ms/tile]", b["1x"]["ms_per_tile"], "{:.2f}"),
-        row(f"(b) join, 10xN: +9N outside the tiles ({b['10x_outside']['features_total']}) "
-            "[CPU ms/tile]", b["10x_outside"]["ms_per_tile"], "{:.2f}"),
-        row("(b) ratio 10x (outside) / 1x", b["ratio_10x_outside"], "{:.2f}",
-            f"<= {TARGETS['join_outside_ratio']}",
-            b["ratio_10x_outside"] <= TARGETS["join_outside_ratio"]),
-        row(f"(b) join, 10xN inside the tiles ({b['10x_inside']['features_per_tile']:.0f} "
-            "features/tile) [CPU ms/tile]", b["10x_inside"]["ms_per_tile"], "{:.2f}"),
-        row("(b) ratio 10x (inside, denser tiles) / 1x", b["ratio_10x_inside"], "{:.2f}",
-            "grows (expected)"),
-        row("(b) index build (first join) 1x / 10x outside [s]",
-            f"{b['1x']['first_join_s']:.2f} / {b['10x_outside']['first_join_s']:.2f}"),
-    ]
-    if "c" in results:
-        c = results["c"]
-        rows += [
-            row("(c) spine workers=1 [tiles/s]", c["workers1"]["tiles_per_s"]),
-            row("(c) spine workers=2 [tiles/s]", c["workers2"]["tiles_per_s"]),
-            row("(c) other processes' load during the best 1- / 2-worker runs [cores]",
-                f"{c['workers1']['others_cores']:.2f} / {c['workers2']['others_cores']:.2f}"),
-            row("(c) speedup 2 workers / 1", c["speedup"], "{:.2f}",
-                f">= {TARGETS['workers2_speedup']}", c["speedup"] >= TARGETS["workers2_speedup"]),
-            row("(c) 2 workers: wall s outside partitions (pool start, imports, tail) [s]",
-                c["overhead_s"], "{:.2f}"),
-            row("(c) 2 workers: summed partition time vs 1 worker (contention)",
-                c["partition_cpu_ratio"], "{:.2f}"),
-            row("(c) fresh process importing the worker modules [s] (of which webdataset->torch)",
-                f"{c['import_probe']['wall_s']:.2f} ({c['import_probe']['webdataset_s']:.2f})"),
-        ]
+    rows = build_rows(results)
     results["table"] = rows
     info["loadavg_end"] = list(os.getloadavg())
     info["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -930,16 +1026,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## rsdata spine benchmark{' (--quick)' if args.quick else ''}")
     print()
     print(f"Inputs: {inp['raster_px']}x{inp['raster_px']} px RGB uint8 GeoTIFF (EPSG:{EPSG}, "
-          f"{GSD} m, tiled {TILE}, deflate; {inp['raster_mb']:.0f} MB), {n} tiles of {TILE} px; "
-          f"{inp['osm_features']} OSM features (GeoJSON, EPSG:4326). Mean JPEG "
-          f"{a['floor']['jpeg_kb_mean']:.1f} KB. Best of {repeats} runs each.")
+          f"{GSD} m, tiled {TILE}, deflate; {inp['raster_mb']:.0f} MB), {inp['tiles']} tiles of "
+          f"{TILE} px, mean JPEG {inp['jpeg_kb_mean']:.1f} KB; {inp['osm_features']} OSM features "
+          f"(GeoJSON, EPSG:4326). Partitions of {ps} tiles. Best of {repeats} runs each.")
     print()
     print(markdown(rows))
     print()
     print(f"Machine: {info['nproc']} CPUs usable ({info['cpu_count']} online), {info['cpu_model']}; "
           f"Python {info['python']} on {info['platform']}; {info['date']}; load average "
           f"{info['loadavg_start'][0]:.2f} at start, {info['loadavg_end'][0]:.2f} at end "
-          f"(busy cores just before: {info['busy_cores_at_start']:.2f}); "
+          f"(cores busy just before: {info['busy_cores_at_start']:.2f}); "
           f"total {info['total_seconds']:.0f} s.")
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     if "profile" in results:

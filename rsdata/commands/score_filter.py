@@ -53,7 +53,8 @@ def _add_scorer_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help="baseline: an rsdata checkpoint or run directory; hf_clip: a local Hugging "
                         "Face CLIPModel directory")
     p.add_argument("--model", required=required, help="checkpoint file, run directory or model directory")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch (default 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="pairs per batch (default: 64 on CUDA, 16 on the CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto (default): CUDA with autocast when a GPU is there, else the CPU")
 
@@ -112,6 +113,10 @@ def cmd_filter(args: argparse.Namespace) -> int:
         raise InputError("rsdata filter needs --out DIR for the filtered corpus (or --sweep to only count)")
     report = None
     if args.from_subset:
+        if (args.threshold is not None or args.top_fraction is not None or args.dedup or args.leakage
+                or args.subset_only):
+            raise InputError("--from-subset applies a subset list as it was written; the filter options "
+                             "belong to the command that wrote it (--subset-only)")
         subset = Subset.load(args.from_subset)
     else:
         scorer = _make_scorer(args)
@@ -121,16 +126,17 @@ def cmd_filter(args: argparse.Namespace) -> int:
           + (", ".join(f"{r} {n}" for r, n in counts.items()) or "none"))
     if report is not None:
         print(f"eval leakage: {report['leaked_samples']} samples match "
-              f"{sum(s['images'] for s in report['eval_sets'])} evaluation images "
+              f"{sum(s['n_images'] for s in report['eval_sets'])} evaluation images "
               f"({', '.join(f'{k} {v}' for k, v in report['by_kind'].items()) or 'none'})")
     if args.subset_only:
         from rsdata.filtering.corpus import claim_output
+        from rsdata.writer import atomic_write_bytes
 
         out = Path(args.out)
         claim_output(out, corpus.dir, args.overwrite)
         subset.save(out / "subset.json")
         if report is not None:
-            (out / "leakage_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+            atomic_write_bytes(out / "leakage_report.json", json.dumps(report, indent=1).encode("utf-8"))
         print(f"subset list -> {out / 'subset.json'} (apply it with: rsdata filter {args.corpus} "
               f"--out DIR --from-subset {out / 'subset.json'})")
         return 0

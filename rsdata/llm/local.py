@@ -23,11 +23,20 @@ STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>")
 class TransformersBackend(Backend):
     kind = "transformers"
 
-    def __init__(self, path: str, gguf_file: str | None = None, name: str | None = None,
-                 device: str = "auto", dtype: str = "auto", batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        path: str,
+        gguf_file: str | None = None,
+        name: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+    ) -> None:
         self.path = str(path)
         self.gguf_file = gguf_file
-        self._name = name or (f"{Path(self.path).name}/{gguf_file}" if gguf_file else Path(self.path).name)
+        self._name = name or (
+            f"{Path(self.path).name}/{gguf_file}" if gguf_file else Path(self.path).name
+        )
         self.device = device
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
@@ -41,8 +50,13 @@ class TransformersBackend(Backend):
     def fingerprint(self) -> str:
         """Name plus the names, sizes and mtimes of the weight files (cheap, changes on retrain)."""
         root = Path(self.path)
-        files = [root / self.gguf_file] if self.gguf_file else sorted(
-            p for p in root.glob("*") if p.suffix in (".safetensors", ".bin", ".gguf", ".json"))
+        files = (
+            [root / self.gguf_file]
+            if self.gguf_file
+            else sorted(
+                p for p in root.glob("*") if p.suffix in (".safetensors", ".bin", ".gguf", ".json")
+            )
+        )
         parts = [self._name]
         for p in files:
             try:
@@ -56,9 +70,11 @@ class TransformersBackend(Backend):
         root = Path(self.path)
         target = root / self.gguf_file if self.gguf_file else root / "config.json"
         if not target.is_file():
-            raise LlmBackendError(f"llm_caption: no model at {target}. Give model: a local "
-                                  "Hugging Face model directory (with config.json) or the "
-                                  "directory of a GGUF file plus gguf_file")
+            raise LlmBackendError(
+                f"llm_caption: no model at {target}. Give model: a local "
+                "Hugging Face model directory (with config.json) or the "
+                "directory of a GGUF file plus gguf_file"
+            )
         _import_transformers()
         if self.gguf_file:
             try:
@@ -80,11 +96,17 @@ class TransformersBackend(Backend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"  # every GPU path falls back to the CPU
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                 "float16": torch.float16}.get(self.dtype)
+        dtype = {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }.get(self.dtype)
         if dtype is None:
-            dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
-                if device.startswith("cuda") else torch.float32
+            dtype = (
+                (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                if device.startswith("cuda")
+                else torch.float32
+            )
         kw: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         tokenizer = transformers.AutoTokenizer.from_pretrained(self.path, **kw)
@@ -100,7 +122,9 @@ class TransformersBackend(Backend):
         """The prompt as the model reads it: chat template (or a plain fallback) + prefill."""
         _, tok = self._load()
         if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(prompt.chat(), tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                prompt.chat(), tokenize=False, add_generation_prompt=True
+            )
         else:
             text = "".join(f"{role.capitalize()}: {content}\n" for role, content in prompt.messages)
             text += "Assistant:"
@@ -115,28 +139,42 @@ class TransformersBackend(Backend):
             groups.setdefault((r.temperature, r.top_p, r.seed, r.max_new_tokens), []).append(i)
         for (temperature, top_p, seed, max_new), idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
-                texts = self._generate_batch([requests[i].prompt for i in chunk], max_new,
-                                             temperature, top_p, seed)
+                chunk = idx[start : start + self.batch_size]
+                texts = self._generate_batch(
+                    [requests[i].prompt for i in chunk], max_new, temperature, top_p, seed
+                )
                 for i, text in zip(chunk, texts):
                     results[i] = text
                     if on_result is not None:
                         on_result(i, text)
         return results
 
-    def _generate_batch(self, prompts: list[Prompt], max_new_tokens: int, temperature: float,
-                        top_p: float, seed: int) -> list[str]:
+    def _generate_batch(
+        self,
+        prompts: list[Prompt],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> list[str]:
         torch, _ = _import_transformers()
         model, tok = self._load()
-        enc = tok([self.render(p) for p in prompts], return_tensors="pt", padding=True,
-                  add_special_tokens=False).to(self._device)
+        enc = tok(
+            [self.render(p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        ).to(self._device)
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         for s in STOP_STRINGS:
             tid = tok.convert_tokens_to_ids(s) if s in tok.get_vocab() else None
             if tid is not None and tid not in eos:
                 eos.append(tid)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id,
-                                  "eos_token_id": eos or None}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": eos or None,
+        }
         if temperature > 0:
             torch.manual_seed(seed)
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
@@ -144,7 +182,7 @@ class TransformersBackend(Backend):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.no_grad():
             out = model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1] :]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         return [_cut_stops(t) for t in texts]
 
@@ -163,6 +201,7 @@ def _import_transformers() -> tuple[Any, Any]:
         import torch
         import transformers
     except ImportError as exc:
-        raise MissingDependencyError(exc.name or "transformers", "llm",
-                                     "the llm_caption stage's transformers backend") from None
+        raise MissingDependencyError(
+            exc.name or "transformers", "llm", "the llm_caption stage's transformers backend"
+        ) from None
     return torch, transformers

@@ -39,9 +39,17 @@ class _Retryable(Exception):
 class OpenAIBackend(Backend):
     kind = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None,
-                 timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 0.5,
-                 concurrency: int = 4, extra_body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        concurrency: int = 4,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._model = model
         self.api_key_env = api_key_env
@@ -65,16 +73,19 @@ class OpenAIBackend(Backend):
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise LlmBackendError(f"llm_caption: the environment variable {self.api_key_env} "
-                                      "(api_key_env) is not set; export the server's API key in it")
+                raise LlmBackendError(
+                    f"llm_caption: the environment variable {self.api_key_env} "
+                    "(api_key_env) is not set; export the server's API key in it"
+                )
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
         """One HTTP exchange; raises _Retryable or LlmBackendError."""
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers=self._headers())
+        req = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=self._headers()
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()
@@ -83,12 +94,16 @@ class OpenAIBackend(Backend):
             if exc.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {exc.code}: {detail}", _retry_after(exc)) from None
             if exc.code in (401, 403):
-                raise LlmBackendError(f"the LLM server at {self.base_url} refused the request "
-                                      f"(HTTP {exc.code}: {detail}); check the API key in "
-                                      f"{self.api_key_env or 'api_key_env'}") from None
-            raise LlmBackendError(f"the LLM server at {self.base_url} answered HTTP {exc.code} to "
-                                  f"{method} {path}: {detail}") from None
-        except (TimeoutError, socket.timeout) as exc:
+                raise LlmBackendError(
+                    f"the LLM server at {self.base_url} refused the request "
+                    f"(HTTP {exc.code}: {detail}); check the API key in "
+                    f"{self.api_key_env or 'api_key_env'}"
+                ) from None
+            raise LlmBackendError(
+                f"the LLM server at {self.base_url} answered HTTP {exc.code} to "
+                f"{method} {path}: {detail}"
+            ) from None
+        except TimeoutError as exc:
             raise _Retryable(f"timed out after {timeout:g} s ({exc})") from None
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -110,25 +125,35 @@ class OpenAIBackend(Backend):
                 f"cannot reach the LLM server at {self.base_url} ({exc}). Start it (vLLM: `vllm "
                 "serve MODEL`, llama.cpp: `llama-server -m MODEL.gguf`, Ollama: `ollama serve`) or "
                 "fix llm_caption.base_url; leave backend out to caption offline with the embedded "
-                "model") from None
+                "model"
+            ) from None
         except LlmBackendError as exc:
             if "HTTP 404" in str(exc):  # a server without /models: reachable is enough
                 return
             raise
-        served = [m.get("id") for m in (listing or {}).get("data", []) if isinstance(m, dict)] \
-            if isinstance(listing, dict) else []
+        served = (
+            [m.get("id") for m in (listing or {}).get("data", []) if isinstance(m, dict)]
+            if isinstance(listing, dict)
+            else []
+        )
         if served and self._model not in served:
-            raise LlmBackendError(f"the LLM server at {self.base_url} does not serve model "
-                                  f"{self._model!r}; it serves: {', '.join(map(str, served))}")
+            raise LlmBackendError(
+                f"the LLM server at {self.base_url} does not serve model "
+                f"{self._model!r}; it serves: {', '.join(map(str, served))}"
+            )
 
     # -- generating ----------------------------------------------------------------------------
     def body(self, request: GenRequest) -> dict[str, Any]:
         messages = request.prompt.chat()
         if request.prompt.prefill:
             messages.append({"role": "assistant", "content": request.prompt.prefill})
-        body: dict[str, Any] = {"model": self._model, "messages": messages,
-                                "max_tokens": request.max_new_tokens,
-                                "temperature": request.temperature, "n": 1}
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "n": 1,
+        }
         if request.temperature > 0:
             body.update(top_p=request.top_p, seed=request.seed)
         body.update(self.extra_body)
@@ -147,22 +172,26 @@ class OpenAIBackend(Backend):
                 last = str(exc)
                 if attempt == self.max_retries:
                     break
-                delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (0.5 + random.random())
+                delay = min(MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (0.5 + random.random())
                 if exc.retry_after is not None:
                     delay = min(MAX_BACKOFF_S, max(delay, exc.retry_after))
                 time.sleep(delay)
-        raise LlmBackendError(f"the LLM server at {self.base_url} failed {self.max_retries + 1} "
-                              f"times in a row (last: {last}); generations made so far are "
-                              "cached, so rerunning the same command resumes from them")
+        raise LlmBackendError(
+            f"the LLM server at {self.base_url} failed {self.max_retries + 1} "
+            f"times in a row (last: {last}); generations made so far are "
+            "cached, so rerunning the same command resumes from them"
+        )
 
     def generate(self, requests: list[GenRequest], on_result: OnResult | None = None) -> list[str]:
         results: list[str] = [""] * len(requests)
         if not requests:
             return results
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)),
-                                thread_name_prefix="rsdata-llm") as pool:
-            pending: dict[Future[str], int] = {pool.submit(self.complete, r): i
-                                               for i, r in enumerate(requests)}
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(requests)), thread_name_prefix="rsdata-llm"
+        ) as pool:
+            pending: dict[Future[str], int] = {
+                pool.submit(self.complete, r): i for i, r in enumerate(requests)
+            }
             try:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -183,7 +212,9 @@ def _content(reply: Any) -> str:
         choice = reply["choices"][0]
         content = choice["message"]["content"] if "message" in choice else choice["text"]
     except (KeyError, IndexError, TypeError):
-        raise _Retryable(f"the reply has no choices[0].message.content: {str(reply)[:80]}") from None
+        raise _Retryable(
+            f"the reply has no choices[0].message.content: {str(reply)[:80]}"
+        ) from None
     if not isinstance(content, str):
         raise _Retryable("the reply's content is not text")
     return content

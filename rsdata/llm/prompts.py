@@ -19,9 +19,11 @@ from rsdata.llm.facts import Fact
 
 PROMPT_VERSION = "facts.v1"
 
-SYSTEM = ("You rewrite lists of facts about an aerial image as plain English. You keep every fact "
-          "exactly and add no other words about the scene: no places, objects, numbers, sizes, "
-          "positions or relations that are not in the facts.")
+SYSTEM = (
+    "You rewrite lists of facts about an aerial image as plain English. You keep every fact "
+    "exactly and add no other words about the scene: no places, objects, numbers, sizes, "
+    "positions or relations that are not in the facts."
+)
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,22 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "short": Style("short", "Write one sentence.", "This aerial image shows", 1, 45, 48),
-    "detailed": Style("detailed", "Write one or two sentences that mention every fact.",
-                      "This aerial image shows", 2, 70, 72),
-    "question": Style("question", "Answer in one sentence.",
-                      "What does this aerial image show? It shows", 2, 55, 48),
+    "detailed": Style(
+        "detailed",
+        "Write one or two sentences that mention every fact.",
+        "This aerial image shows",
+        2,
+        70,
+        72,
+    ),
+    "question": Style(
+        "question",
+        "Answer in one sentence.",
+        "What does this aerial image show? It shows",
+        2,
+        55,
+        48,
+    ),
 }
 
 
@@ -78,8 +92,10 @@ def retry_prompt(prompt: Prompt, answer: str, complaints: list[str]) -> Prompt:
     """The prompt for another try: the rejected answer and what was wrong with it."""
     st = STYLES[prompt.style]
     said = "; ".join(complaints[:4]) or "it does not match the facts"
-    feedback = (f"That is wrong: {said}. Use only these facts: "
-                f"{'; '.join(f.text for f in prompt.facts)}\n{st.instruction}")
+    feedback = (
+        f"That is wrong: {said}. Use only these facts: "
+        f"{'; '.join(f.text for f in prompt.facts)}\n{st.instruction}"
+    )
     messages = prompt.messages + (("assistant", answer), ("user", feedback))
     return Prompt(messages=messages, prefill=st.prefill, style=prompt.style, facts=prompt.facts)
 

@@ -28,7 +28,14 @@ from rsdata.llm.audit import AUDIT_DIR, AuditLog
 from rsdata.llm.backends import Backend, GenRequest, make_backend
 from rsdata.llm.cache import GenerationCache, cache_key
 from rsdata.llm.facts import build_facts
-from rsdata.llm.prompts import PROMPT_VERSION, STYLES, Prompt, build_prompt, complete_answer, retry_prompt
+from rsdata.llm.prompts import (
+    PROMPT_VERSION,
+    STYLES,
+    Prompt,
+    build_prompt,
+    complete_answer,
+    retry_prompt,
+)
 from rsdata.llm.validator import Limits, Validator, Verdict
 from rsdata.sample import Caption, Sample
 from rsdata.stage import RunContext, Stage
@@ -57,7 +64,7 @@ def clean_answer(raw: str, prompt: Prompt) -> str:
     text = text.split("\n")[0].strip() if text else ""
     caption = complete_answer(prompt.prefill, text)
     sentences = re.split(r"(?<=[.!?])\s+", caption)
-    return " ".join(sentences[:STYLES[prompt.style].max_sentences]).strip()
+    return " ".join(sentences[: STYLES[prompt.style].max_sentences]).strip()
 
 
 class LlmCaption(Stage):
@@ -85,18 +92,35 @@ class LlmCaption(Stage):
         self._lazy_validator: Validator | None = None
 
     # -- driver side ------------------------------------------------------------------------------
+    def resources(self) -> dict[str, float]:
+        """A local model told to use CUDA needs a GPU per worker (``auto`` takes one if present)."""
+        if (
+            self.config.get("backend", "embedded") != "openai"
+            and self.config.get("device") == "cuda"
+        ):
+            return {"num_gpus": 1.0}
+        return {}
+
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         if self.config.get("backend") == "transformers" and self.config.get("model"):
             self.config["model"] = str(ctx.resolve(self.config["model"]))
-        cache = ctx.resolve(self.config["cache"]) if self.config.get("cache") else ctx.state_dir / CACHE_FILE
+        cache = (
+            ctx.resolve(self.config["cache"])
+            if self.config.get("cache")
+            else ctx.state_dir / CACHE_FILE
+        )
         self.cache_path = str(cache)
         self.audit_dir = str(ctx.state_dir / AUDIT_DIR) if self.config.get("audit", True) else None
         backend = make_backend(self.config)
         backend.check()  # a server that is down, a missing model: fail before any partition runs
         n_cached = len(GenerationCache(cache))
-        return {"backend": backend.kind if self.config.get("backend") else "embedded",
-                "model": backend.model, "prompt_version": PROMPT_VERSION, "cache": str(cache),
-                "cached_generations": n_cached}
+        return {
+            "backend": self.config.get("backend") or "embedded",
+            "model": backend.model,
+            "prompt_version": PROMPT_VERSION,
+            "cache": str(cache),
+            "cached_generations": n_cached,
+        }
 
     # -- worker side ------------------------------------------------------------------------------
     @property
@@ -171,52 +195,100 @@ class LlmCaption(Stage):
             stats.n_out += 1
             yield sample
 
-    def _generate(self, jobs: list[_Job], attempt: int,
-                  stats: StageStats) -> list[tuple[str, GenRequest, bool]]:
+    def _generate(
+        self, jobs: list[_Job], attempt: int, stats: StageStats
+    ) -> list[tuple[str, GenRequest, bool]]:
         """Answers for the jobs' current prompts: from the cache, else from the backend (each
         new answer is cached the moment it arrives)."""
         temperature = self.temperature if attempt == 0 else self.retry_temperature
-        reqs = [GenRequest(j.prompt, STYLES[j.style].max_new_tokens, temperature, self.top_p,
-                           self.seed + attempt) for j in jobs]
+        reqs = [
+            GenRequest(
+                j.prompt,
+                STYLES[j.style].max_new_tokens,
+                temperature,
+                self.top_p,
+                self.seed + attempt,
+            )
+            for j in jobs
+        ]
         fingerprint = self.backend.fingerprint()
-        keys = [cache_key(fingerprint, PROMPT_VERSION, r.prompt.key_data(), r.settings()) for r in reqs]
+        keys = [
+            cache_key(fingerprint, PROMPT_VERSION, r.prompt.key_data(), r.settings()) for r in reqs
+        ]
         found = self.cache.get_many(keys)
-        missing = [i for i, k in enumerate(keys) if k not in found]
+        # identical prompts (tiles with the same facts) are generated once
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k not in found:
+                first.setdefault(k, i)
+        missing = list(first.values())
         model = self.backend.model
 
         def keep(mi: int, text: str) -> None:
             self.cache.put(keys[missing[mi]], model, PROMPT_VERSION, text)
 
         fresh = self.backend.generate([reqs[i] for i in missing], keep) if missing else []
+        got = {keys[i]: text for i, text in zip(missing, fresh)}
         stats.extra["cache_hits"] += len(keys) - len(missing)
-        got = dict(zip(missing, fresh))
-        return [(found[k] if k in found else got[i], reqs[i], k in found)
-                for i, k in enumerate(keys)]
+        return [
+            (found[k] if k in found else got[k], reqs[i], k in found or i not in missing)
+            for i, k in enumerate(keys)
+        ]
 
-    def _judge(self, job: _Job, sample: Sample, raw: str, req: GenRequest, cached: bool,
-               attempt: int, stats: StageStats, audit: AuditLog) -> None:
+    def _judge(
+        self,
+        job: _Job,
+        sample: Sample,
+        raw: str,
+        req: GenRequest,
+        cached: bool,
+        attempt: int,
+        stats: StageStats,
+        audit: AuditLog,
+    ) -> None:
         style = STYLES[job.style]
         text = clean_answer(raw, job.prompt)
         osm = sample.meta.get("osm") or {}
         verdict = self.validator.validate(
-            text, osm.get("tags", []), job.facts,
+            text,
+            osm.get("tags", []),
+            job.facts,
             Limits(style.max_words, style.max_sentences, self.min_coverage),
-            prefill=job.prompt.prefill, geo=sample.meta.get("geo"))
+            prefill=job.prompt.prefill,
+            geo=sample.meta.get("geo"),
+        )
         stats.extra["answers"] += 1
-        audit.add({"key": sample.key, "style": job.style, "try": attempt + 1, "cached": cached,
-                   "text": text, "ok": verdict.ok, "reasons": verdict.reasons,
-                   "complaints": verdict.complaints(), "coverage": round(verdict.coverage, 3),
-                   "model": self.backend.model, "prompt_version": PROMPT_VERSION,
-                   "settings": req.settings()})
+        audit.add(
+            {
+                "key": sample.key,
+                "style": job.style,
+                "try": attempt + 1,
+                "cached": cached,
+                "text": text,
+                "ok": verdict.ok,
+                "reasons": verdict.reasons,
+                "complaints": verdict.complaints(),
+                "coverage": round(verdict.coverage, 3),
+                "model": self.backend.model,
+                "prompt_version": PROMPT_VERSION,
+                "settings": req.settings(),
+            }
+        )
         if verdict.ok:
             stats.extra["accepted"] += 1
             stats.extra[f"accepted_on_try:{attempt + 1}"] += 1
             stats.extra["coverage_permille_sum"] += round(1000 * verdict.coverage)
-            job.accepted = Caption(text=text, kind="llm", provenance={
-                "backend": self.config.get("backend") or "embedded", "model": self.backend.model,
-                "prompt_version": PROMPT_VERSION,
-                "settings": {**req.settings(), "style": job.style, "try": attempt + 1},
-                "coverage": round(verdict.coverage, 3)})
+            job.accepted = Caption(
+                text=text,
+                kind="llm",
+                provenance={
+                    "backend": self.config.get("backend") or "embedded",
+                    "model": self.backend.model,
+                    "prompt_version": PROMPT_VERSION,
+                    "settings": {**req.settings(), "style": job.style, "try": attempt + 1},
+                    "coverage": round(verdict.coverage, 3),
+                },
+            )
             return
         stats.extra["rejected"] += 1
         for reason in verdict.reasons:

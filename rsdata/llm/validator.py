@@ -30,21 +30,73 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsdata.llm.lexicon import (ACROSS, COMPOUND_HEADS, DETERMINERS, FUNCTION_WORDS, NUMBER_WORDS,
-                                PREPOSITIONS, PROXIMITY, REGION_WORDS, SCENE_WORDS, SHARE_WORDS,
-                                SIZE_WORDS, UNITS, UNVERIFIABLE, VAGUE, Lexicon, ShareWord, Term,
-                                default_lexicon)
+from rsdata.llm.lexicon import (
+    ACROSS,
+    COMMON_WORDS,
+    COMPOUND_HEADS,
+    COVER,
+    DETERMINERS,
+    FUNCTION_WORDS,
+    NUMBER_WORDS,
+    PREPOSITIONS,
+    PROXIMITY,
+    REGION_NOUNS,
+    REGION_WORDS,
+    SCENE_WORDS,
+    SHARE_WORDS,
+    SIZE_WORDS,
+    UNITS,
+    UNVERIFIABLE,
+    VAGUE,
+    Lexicon,
+    ShareWord,
+    Term,
+    default_lexicon,
+)
 
 Tag = dict[str, Any]
 
-REASONS = ("empty", "too_long", "truncated", "not_english", "prompt_echo", "unsupported_class",
-           "invented_scene_word", "invisible_feature", "wrong_count", "number_agreement",
-           "wrong_position", "wrong_share", "wrong_size", "unsupported_relation",
-           "unsupported_number", "low_coverage")
-IMAGE_WORDS = frozenset({"image", "images", "scene", "photo", "photograph", "picture", "view",
-                         "frame", "tile", "area", "map", "it"})
+REASONS = (
+    "empty",
+    "too_long",
+    "truncated",
+    "not_english",
+    "prompt_echo",
+    "unsupported_class",
+    "invented_scene_word",
+    "invented_name",
+    "invisible_feature",
+    "wrong_count",
+    "number_agreement",
+    "wrong_position",
+    "wrong_share",
+    "wrong_size",
+    "unsupported_relation",
+    "unsupported_number",
+    "low_coverage",
+)
+IMAGE_WORDS = frozenset(
+    {
+        "image",
+        "images",
+        "scene",
+        "photo",
+        "photograph",
+        "picture",
+        "view",
+        "frame",
+        "tile",
+        "area",
+        "map",
+        "it",
+    }
+)
+ADJECTIVE_TERMS = frozenset({"common", "rough", "green", "open"})
 CLAUSE_WORDS = frozenset({"and", "while", "whereas", "but", "with", "which", "where", "whose"})
-ECHO = re.compile(r"\b(facts?|write one|one sentence|instruction|assistant|user|system)\b|<\||\|>")
+ECHO = re.compile(
+    r"\b(facts?|write one|one sentence|instructions?|assistant|user|system|leaves out|"
+    r"leaving out|left out|which is not in|mentions?)\b|<\||\|>"
+)
 BAD_CHARS = re.compile(r"[{}\[\]<>|\\#*_~^`=@$]|https?:")
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)?|[.,;:!?%]")
 
@@ -103,6 +155,7 @@ class Validator:
 
     def __init__(self, lexicon: Lexicon | None = None) -> None:
         self.lexicon = lexicon or default_lexicon()
+        self._known: frozenset[str] | None = None
 
     # -- reading --------------------------------------------------------------------------
     def spans(self, tokens: list[str], extra: dict[tuple[str, ...], Term]) -> list[Span]:
@@ -112,7 +165,7 @@ class Validator:
         while i < n:
             found: Span | None = None
             for size in range(min(longest, n - i), 0, -1):
-                words = tuple(tokens[i:i + size])
+                words = tuple(tokens[i : i + size])
                 span = self._match(words, tokens, i)
                 if span is not None:
                     found = span
@@ -136,6 +189,8 @@ class Validator:
         end = i + len(words)
         text = " ".join(words)
         nxt = _object_word(tokens, end)
+        if words[0] in ("part", "portion") and i > 0 and (tokens[i - 1],) in REGION_WORDS:
+            return Span(i, end, "word", text)  # "the top part of the image": a position
         if words in PROXIMITY or words in UNVERIFIABLE:
             if nxt in IMAGE_WORDS:
                 region = next((REGION_WORDS[(w,)] for w in words if (w,) in REGION_WORDS), None)
@@ -145,11 +200,21 @@ class Validator:
                     return Span(i, end, "share", text, value=SHARE_WORDS[words])
                 return Span(i, end, "word", text)
             return Span(i, end, "relation", text, value="near" if words in PROXIMITY else "other")
+        if words in COVER and nxt not in IMAGE_WORDS:
+            return Span(i, end, "relation", text, value="cover")
         if words in SHARE_WORDS:
             return Span(i, end, "share", text, value=SHARE_WORDS[words])
         if words in VAGUE:
             return Span(i, end, "vague", text, value=VAGUE[words])
         term = self.lexicon.terms.get(words)
+        if (
+            term is not None
+            and text in ADJECTIVE_TERMS
+            and end < len(tokens)
+            and tokens[end].isalpha()
+            and tokens[end] not in FUNCTION_WORDS
+        ):
+            term = None  # "a common scene", "rough terrain": adjectives, not features
         if term is not None:
             return Span(i, end, "mention", text, term=term)
         if words in REGION_WORDS:
@@ -159,23 +224,30 @@ class Validator:
         return None
 
     # -- checking -------------------------------------------------------------------------
-    def validate(self, text: str, tags: list[Tag], facts: Iterable[str] = (),
-                 limits: Limits = Limits(), prefill: str = "",
-                 geo: dict[str, Any] | None = None) -> Verdict:
+    def validate(
+        self,
+        text: str,
+        tags: list[Tag],
+        facts: Iterable[str] = (),
+        limits: Limits = Limits(),
+        prefill: str = "",
+        geo: dict[str, Any] | None = None,
+    ) -> Verdict:
         """Check ``text`` against the tile's ``tags``; ``facts`` are the tags it should name."""
         verdict = Verdict()
         problems = verdict.problems
         body = text.strip()
         if prefill and body.lower().startswith(prefill.lower()):
-            rest = body[len(prefill):].strip()
+            rest = body[len(prefill) :].strip()
         else:
             rest = body
-        if len(re.findall(r"[A-Za-z]+", rest)) < 2:
+        if not re.search(r"[A-Za-z]{2,}", rest):
             problems.append(Problem("empty", "it says nothing"))
             return verdict
         self._check_prose(body, limits, problems)
         if any(p.reason in ("not_english", "prompt_echo") for p in problems):
             return verdict
+        self._check_names(body, problems)
         tokens = tokenize(body)
         visible = [t for t in tags if t.get("visible")]
         extra = self.lexicon.with_tags(tags)
@@ -199,8 +271,9 @@ class Validator:
             problems.append(Problem("low_coverage", "it leaves out " + ", ".join(names)))
         return verdict
 
-    def _merge_extra(self, spans: list[Span], tokens: list[str],
-                     extra: dict[tuple[str, ...], Term]) -> list[Span]:
+    def _merge_extra(
+        self, spans: list[Span], tokens: list[str], extra: dict[tuple[str, ...], Term]
+    ) -> list[Span]:
         """Re-read runs of plain words as the tile's own (unlisted) phrases, longest first."""
         if not any(len(k) > 1 for k in extra):
             return spans
@@ -210,19 +283,27 @@ class Validator:
             hit = None
             for k, term in sorted(extra.items(), key=lambda kv: -len(kv[0])):
                 j = i + len(k)
-                if j <= len(spans) and all(s.kind in ("word", "mention") and s.end - s.start == 1
-                                           for s in spans[i:j]) and \
-                        tuple(s.text for s in spans[i:j]) == k:
+                if (
+                    j <= len(spans)
+                    and all(
+                        s.kind in ("word", "mention") and s.end - s.start == 1 for s in spans[i:j]
+                    )
+                    and tuple(s.text for s in spans[i:j]) == k
+                ):
                     hit = Span(spans[i].start, spans[j - 1].end, "mention", " ".join(k), term=term)
                     break
             out.append(hit or spans[i])
-            i += (len(hit.text.split()) if hit else 1)
+            i += len(hit.text.split()) if hit else 1
         return out
 
     def _check_prose(self, body: str, limits: Limits, problems: list[Problem]) -> None:
         low = body.lower()
         if ECHO.search(low):
-            problems.append(Problem("prompt_echo", "it repeats the instructions instead of describing the image"))
+            problems.append(
+                Problem(
+                    "prompt_echo", "it repeats the instructions instead of describing the image"
+                )
+            )
             return
         letters = sum(c.isalpha() for c in body)
         ascii_letters = sum(c.isascii() and c.isalpha() for c in body)
@@ -232,42 +313,104 @@ class Validator:
             return
         lw = [w.lower() for w in words]
         repeats = sum(1 for a, b in zip(lw, lw[1:]) if a == b and a not in ("very",))
-        trigrams = [tuple(lw[i:i + 3]) for i in range(len(lw) - 2)]
-        bad_pairs = sum(1 for a, b in zip(lw, lw[1:])
-                        if (a in DETERMINERS and (b in DETERMINERS or b in PREPOSITIONS or b == "and"))
-                        or (a in PREPOSITIONS and b in PREPOSITIONS and (a, b) not in
-                            (("out", "of"), ("to", "the"))))
+        toks = tokenize(body)
+        grams = [tuple(toks[i : i + 8]) for i in range(len(toks) - 7)]  # a loop repeats itself
+        bad_pairs = sum(
+            1
+            for a, b in zip(lw, lw[1:])
+            if (a in DETERMINERS and (b in DETERMINERS or b in PREPOSITIONS or b == "and"))
+            or (
+                a in PREPOSITIONS
+                and b in PREPOSITIONS
+                and (a, b) not in (("out", "of"), ("to", "the"))
+            )
+        )
         function_share = sum(w in FUNCTION_WORDS for w in lw) / max(len(lw), 1)
-        if (repeats or bad_pairs or len(set(trigrams)) < len(trigrams)
-                or (len(lw) >= 8 and function_share < 0.12)
-                or any(len(w) > 22 for w in lw)):
+        if (
+            repeats
+            or bad_pairs
+            or len(set(grams)) < len(grams)
+            or (len(lw) >= 8 and function_share < 0.12)
+            or any(len(w) > 22 for w in lw)
+        ):
             problems.append(Problem("not_english", "it is not fluent English"))
+            return
+        known = self._known_words()
+        if len(lw) >= 4 and sum(w in known for w in lw) < 0.5 * len(lw):
+            problems.append(Problem("not_english", "it is not plain English prose"))
             return
         if len(words) > limits.max_words:
             problems.append(Problem("too_long", f"it is longer than {limits.max_words} words"))
         sentences = [s for s in re.split(r"(?<=[.!?])\s+", body.strip()) if s]
         if len(sentences) > limits.max_sentences:
-            problems.append(Problem("too_long", f"it has more than {limits.max_sentences} "
-                                    f"sentence{'s' if limits.max_sentences > 1 else ''}"))
+            problems.append(
+                Problem(
+                    "too_long",
+                    f"it has more than {limits.max_sentences} "
+                    f"sentence{'s' if limits.max_sentences > 1 else ''}",
+                )
+            )
         if not body.rstrip().endswith((".", "!", "?")):
             problems.append(Problem("truncated", "it stops in the middle of a sentence"))
 
-    def _resolve(self, m: Span, visible: list[Tag], tags: list[Tag],
-                 problems: list[Problem]) -> None:
+    def _check_names(self, body: str, problems: list[Problem]) -> None:
+        """Capitalised words inside a sentence are names (places, brands): none is in the tags."""
+        known = self._known_words()
+        for sentence in re.split(r"(?<=[.!?])\s+", body):
+            words = re.findall(r"[A-Za-z][A-Za-z']*", sentence)
+            for word in words[1:]:
+                if word[0].isupper() and word != "I" and word.lower() not in known:
+                    problems.append(
+                        Problem("invented_name", f"it names {word}, which is not in the facts")
+                    )
+                    return
+
+    def _known_words(self) -> frozenset[str]:
+        if self._known is None:
+            words = set(COMMON_WORDS) | FUNCTION_WORDS | set(NUMBER_WORDS) | set(SIZE_WORDS)
+            for group in (
+                self.lexicon.terms,
+                REGION_WORDS,
+                SHARE_WORDS,
+                VAGUE,
+                PROXIMITY,
+                UNVERIFIABLE,
+            ):
+                for key in group:
+                    words.update(key)
+            self._known = frozenset(words)
+        return self._known
+
+    def _resolve(
+        self, m: Span, visible: list[Tag], tags: list[Tag], problems: list[Problem]
+    ) -> None:
         assert m.term is not None
         m.tags = [t for t in visible if m.term.refers(t)]
         if m.tags:
             return
         if any(m.term.refers(t) for t in tags):
-            problems.append(Problem("invisible_feature",
-                                    f"it mentions {m.text}, which is too small to see in the image"))
+            problems.append(
+                Problem(
+                    "invisible_feature",
+                    f"it mentions {m.text}, which is too small to see in the image",
+                )
+            )
         elif m.term.scene or m.text in SCENE_WORDS:
-            problems.append(Problem("invented_scene_word", f"it mentions {m.text}, which is not in the facts"))
+            problems.append(
+                Problem("invented_scene_word", f"it mentions {m.text}, which is not in the facts")
+            )
         else:
-            problems.append(Problem("unsupported_class", f"it mentions {m.text}, which is not in the facts"))
+            problems.append(
+                Problem("unsupported_class", f"it mentions {m.text}, which is not in the facts")
+            )
 
-    def _check_numbers(self, spans: list[Span], tokens: list[str], problems: list[Problem],
-                       geo: dict[str, Any] | None) -> None:
+    def _check_numbers(
+        self,
+        spans: list[Span],
+        tokens: list[str],
+        problems: list[Problem],
+        geo: dict[str, Any] | None,
+    ) -> None:
         for i, s in enumerate(spans):
             if s.kind not in ("number", "vague"):
                 continue
@@ -278,8 +421,9 @@ class Validator:
             target = _next_mention(spans, i)
             if target is None:
                 if s.kind == "number" and s.text not in ("one", "single", "both"):
-                    problems.append(Problem("unsupported_number",
-                                            f"it says {s.text}, which no fact supports"))
+                    problems.append(
+                        Problem("unsupported_number", f"it says {s.text}, which no fact supports")
+                    )
                 continue
             if not target.tags:
                 continue
@@ -290,19 +434,35 @@ class Validator:
             if s.kind == "number":
                 n = int(s.value)
                 if mass or (lines and n > 1) or n != count:
-                    what = "road or line segments cannot be counted" if lines and n > 1 else \
-                        f"there {'is' if count == 1 else 'are'} {count}"
-                    problems.append(Problem("wrong_count", f"it says {s.text} {target.text} but {what}"))
+                    what = (
+                        "road or line segments cannot be counted"
+                        if lines and n > 1
+                        else f"there {'is' if count == 1 else 'are'} {count}"
+                    )
+                    problems.append(
+                        Problem("wrong_count", f"it says {s.text} {target.text} but {what}")
+                    )
             else:
                 low, high = s.value
                 if mass:
                     continue
                 if not low <= count <= high and not (lines and count >= 2):
-                    problems.append(Problem("wrong_count", f"it says {s.text} {target.text} but there "
-                                            f"{'is' if count == 1 else 'are'} {count}"))
+                    problems.append(
+                        Problem(
+                            "wrong_count",
+                            f"it says {s.text} {target.text} but there "
+                            f"{'is' if count == 1 else 'are'} {count}",
+                        )
+                    )
 
-    def _check_measure(self, s: Span, spans: list[Span], i: int, problems: list[Problem],
-                       geo: dict[str, Any] | None) -> None:
+    def _check_measure(
+        self,
+        s: Span,
+        spans: list[Span],
+        i: int,
+        problems: list[Problem],
+        geo: dict[str, Any] | None,
+    ) -> None:
         unit = UNITS[spans[i + 1].text]
         value = float(s.value)
         target = _next_mention(spans, i + 1, window=4)
@@ -310,8 +470,11 @@ class Validator:
         if unit in ("m", "km"):
             metres = value * (1000 if unit == "km" else 1)
             if target is not None and target.tags:
-                ok = any(abs(t["length_m"] - metres) <= max(10.0, 0.15 * t["length_m"])
-                         for t in target.tags if t["length_m"] > 0)
+                ok = any(
+                    abs(t["length_m"] - metres) <= max(10.0, 0.15 * t["length_m"])
+                    for t in target.tags
+                    if t["length_m"] > 0
+                )
             elif geo:
                 width = geo["size"][0] * geo["gsd_m"]
                 ok = abs(width - metres) <= 0.1 * width or abs(geo["gsd_m"] - metres) < 0.05
@@ -320,8 +483,12 @@ class Validator:
             cands = (target.tags if target and target.tags else []) + (prev.tags if prev else [])
             ok = any(abs(100 * t["area_share"] - value) <= 5 for t in cands)
         if not ok:
-            problems.append(Problem("unsupported_number",
-                                    f"it says {s.text} {spans[i + 1].text}, which no fact supports"))
+            problems.append(
+                Problem(
+                    "unsupported_number",
+                    f"it says {s.text} {spans[i + 1].text}, which no fact supports",
+                )
+            )
 
     def _check_agreement(self, spans: list[Span], problems: list[Problem]) -> None:
         for i, m in enumerate(spans):
@@ -333,25 +500,73 @@ class Validator:
             lines = all(_is_line(t) for t in m.tags)
             nxt = spans[i + 1].text if i + 1 < len(spans) else ""
             prev = spans[i - 1].text if i > 0 else ""
-            if not m.term.plural and count > 1 and not lines and nxt not in COMPOUND_HEADS \
-                    and prev not in ("of", "each", "every"):
-                problems.append(Problem("number_agreement",
-                                        f"it says {_with_article(m.text)} but there are {count}"))
+            if (
+                not m.term.plural
+                and count > 1
+                and not lines
+                and nxt not in COMPOUND_HEADS
+                and prev not in ("of", "each", "every")
+            ):
+                problems.append(
+                    Problem(
+                        "number_agreement", f"it says {_with_article(m.text)} but there are {count}"
+                    )
+                )
             elif m.term.plural and count == 1:
-                problems.append(Problem("number_agreement", f"it says {m.text} but there is only one"))
+                problems.append(
+                    Problem("number_agreement", f"it says {m.text} but there is only one")
+                )
 
     def _check_positions(self, spans: list[Span], problems: list[Problem]) -> None:
         for i, s in enumerate(spans):
             if s.kind != "region":
+                continue
+            j = i + 1
+            while j < len(spans) and spans[j].text in REGION_NOUNS:
+                j += 1
+            if j + 1 < len(spans) and spans[j].text == "of":
+                k = j + 1
+                while k < len(spans) and spans[k].text in DETERMINERS:
+                    k += 1
+                if k < len(spans) and spans[k].kind == "mention":
+                    problems.append(
+                        Problem(
+                            "unsupported_relation",
+                            f"it places something in the "
+                            f"{s.text} of {spans[k].text}, which the map does not show",
+                        )
+                    )
+                    continue
+            if s.value == ACROSS and any(x.kind == "region" for x in spans[i + 1 : i + 3]):
+                continue  # "across the top": the next region word says where
+            obj = _object_mention(spans, i)
+            if s.value == ACROSS and obj is not None:
+                # "a road running across farmland": a relation between two features
+                subject = _prev_mention(spans, i, window=len(spans))
+                if subject is None or (
+                    subject.tags and obj.tags and not _share_cells(subject, obj)
+                ):
+                    problems.append(
+                        Problem(
+                            "unsupported_relation",
+                            f"it says something runs {s.text} "
+                            f"the {obj.text}, which the map does not show",
+                        )
+                    )
                 continue
             target = _clause_target(spans, i)
             if target is None or not target.tags:
                 continue
             if not any(_position_ok(s.value, t) for t in target.tags):
                 where = target.tags[0]["position"]
-                problems.append(Problem("wrong_position", f"it puts {target.text} {_region_text(s.text)}, "
-                                        f"but {'it is' if target.term and not target.term.plural else 'they are'} "
-                                        f"{_region_text(where)}"))
+                problems.append(
+                    Problem(
+                        "wrong_position",
+                        f"it puts {target.text} {_region_text(s.text)}, "
+                        f"but {'it is' if target.term and not target.term.plural else 'they are'} "
+                        f"{_region_text(where)}",
+                    )
+                )
 
     def _check_shares(self, spans: list[Span], visible: list[Tag], problems: list[Problem]) -> None:
         areas = [t for t in visible if t["area_share"] > 0]
@@ -360,8 +575,9 @@ class Validator:
             if s.kind != "share":
                 continue
             word: ShareWord = s.value
-            target = (_next_mention(spans, i, window=4) if word.after else None) or \
-                _clause_target(spans, i, prefer_before=not word.after)
+            target = (_next_mention(spans, i, window=4) if word.after else None) or _clause_target(
+                spans, i, prefer_before=not word.after
+            )
             if target is None or not target.tags:
                 continue
             share = sum(t["area_share"] for t in target.tags)
@@ -369,8 +585,13 @@ class Validator:
             if word.largest:
                 ok = ok and share + 1e-9 >= largest
             if not ok:
-                problems.append(Problem("wrong_share", f"it says '{s.text}' {target.text}, but "
-                                        f"{target.text} covers {round(100 * share)}% of the image"))
+                problems.append(
+                    Problem(
+                        "wrong_share",
+                        f"it says '{s.text}' {target.text}, but "
+                        f"{target.text} covers {round(100 * share)}% of the image",
+                    )
+                )
 
     def _check_sizes(self, spans: list[Span], problems: list[Problem]) -> None:
         for i, s in enumerate(spans):
@@ -382,9 +603,15 @@ class Validator:
             low, high = s.value
             tags = target.tags
             if all(_is_line(t) for t in tags):
-                problems.append(Problem("wrong_size", f"it calls {target.text} {s.text}, which the map does not say"))
+                problems.append(
+                    Problem(
+                        "wrong_size", f"it calls {target.text} {s.text}, which the map does not say"
+                    )
+                )
                 continue
-            if any(t.get("mass") for t in tags) or all(t["visible_count"] == 1 and t["area_share"] >= 0.02 for t in tags):
+            if any(t.get("mass") for t in tags) or all(
+                t["visible_count"] == 1 and t["area_share"] >= 0.02 for t in tags
+            ):
                 share = sum(t["area_share"] for t in tags)
                 ok = share >= 0.3 if low > 0 else share < 0.2
             else:
@@ -392,32 +619,105 @@ class Validator:
                 mean = sum(t["area_m2"] for t in tags) / max(n, 1)
                 ok = low <= mean <= high
             if not ok:
-                problems.append(Problem("wrong_size", f"it calls {target.text} {s.text}, which the map does not support"))
+                problems.append(
+                    Problem(
+                        "wrong_size",
+                        f"it calls {target.text} {s.text}, which the map does not support",
+                    )
+                )
+
+    def _check_appositions(self, spans: list[Span], problems: list[Problem]) -> None:
+        for a, b in _appositions(spans):
+            if a.tags and b.tags and not {t["tag"] for t in a.tags} & {t["tag"] for t in b.tags}:
+                problems.append(
+                    Problem(
+                        "unsupported_relation",
+                        f"it says the {a.text} is a {b.text}; they are different features",
+                    )
+                )
 
     def _check_relations(self, spans: list[Span], problems: list[Problem]) -> None:
+        self._check_appositions(spans, problems)
         for i, s in enumerate(spans):
             if s.kind != "relation":
                 continue
-            after = _next_mention(spans, i, window=4)
-            before = _prev_mention(spans, i, window=6)
+            after = _next_mention(spans, i, window=5, through_numbers=True)
+            before = _prev_mention(spans, i, window=len(spans))
             if after is None and before is None:
+                continue
+            if s.value == "cover" and (after is None or before is None):
                 continue
             if after is None or before is None:
                 if s.value == "other" and (after or before) and (after or before).tags:  # type: ignore[union-attr]
                     # "surrounded by fields" with nothing before: still a claim about the scene
-                    problems.append(Problem("unsupported_relation",
-                                            f"it says '{s.text}', which the map does not show"))
+                    problems.append(
+                        Problem(
+                            "unsupported_relation",
+                            f"it says '{s.text}', which the map does not show",
+                        )
+                    )
                 continue
             if not before.tags or not after.tags:
                 continue
-            if s.value == "near" and any(set(_main_cells(a)) & set(_main_cells(b)) | (set(a["cells"]) & set(b["cells"]))
-                                         for a in before.tags for b in after.tags):
+            if s.value == "near" and _share_cells(before, after):
                 continue
-            problems.append(Problem("unsupported_relation", f"it says {before.text} {s.text} "
-                                    f"{after.text}, which the map does not show"))
+            problems.append(
+                Problem(
+                    "unsupported_relation",
+                    f"it says {before.text} {s.text} {after.text}, which the map does not show",
+                )
+            )
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _appositions(spans: list[Span]) -> list[tuple[Span, Span]]:
+    """Pairs (A, B) in "A, which is (a) B" / "A is a B": the caption says A is B."""
+    pairs = []
+    for i, s in enumerate(spans):
+        if s.text not in ("is", "are"):
+            continue
+        j = i + 1
+        while (
+            j < min(len(spans), i + 4)
+            and spans[j].kind in ("word", "size")
+            and spans[j].text not in CLAUSE_WORDS | PREPOSITIONS
+        ):
+            j += 1
+        if j >= len(spans) or spans[j].kind != "mention":
+            continue
+        k = i - 1
+        while k >= 0 and spans[k].text in ("which", "that", ",", "it"):
+            k -= 1
+        stop = k - 5  # over a position phrase: "a road on the right, which is ..."
+        while (
+            k > stop
+            and k >= 0
+            and spans[k].kind in ("word", "region")
+            and spans[k].text not in CLAUSE_WORDS
+        ):
+            k -= 1
+        if k >= 0 and spans[k].kind == "mention":
+            pairs.append((spans[k], spans[j]))
+    return pairs
+
+
+def _object_mention(spans: list[Span], i: int) -> Span | None:
+    """The mention right after a preposition-like span (skipping determiners), if any."""
+    j = i + 1
+    while j < len(spans) and spans[j].text in DETERMINERS:
+        j += 1
+    return spans[j] if j < len(spans) and spans[j].kind == "mention" else None
+
+
+def _share_cells(a: Span, b: Span) -> bool:
+    return any(
+        set(_main_cells(x)) & set(_main_cells(y))
+        or set(x.get("cells") or []) & set(y.get("cells") or [])
+        for x in a.tags
+        for y in b.tags
+    )
+
+
 def _object_word(tokens: list[str], j: int) -> str:
     while j < len(tokens) and tokens[j] in DETERMINERS | {"whole", "entire", "aerial", "overall"}:
         j += 1
@@ -429,17 +729,20 @@ def _is_line(tag: Tag) -> bool:
     return bool(gt.get("line")) and not gt.get("polygon")
 
 
-def _next_mention(spans: list[Span], i: int, window: int = 3) -> Span | None:
-    for s in spans[i + 1:i + 1 + window]:
+def _next_mention(
+    spans: list[Span], i: int, window: int = 3, through_numbers: bool = False
+) -> Span | None:
+    stops = ("punct", "relation") if through_numbers else ("punct", "relation", "number", "vague")
+    for s in spans[i + 1 : i + 1 + window]:
         if s.kind == "mention":
             return s
-        if s.kind in ("punct", "relation", "number", "vague") or s.text in CLAUSE_WORDS:
+        if s.kind in stops or s.text in CLAUSE_WORDS:
             return None
     return None
 
 
 def _prev_mention(spans: list[Span], i: int, window: int = 4) -> Span | None:
-    for s in reversed(spans[max(0, i - window):i]):
+    for s in reversed(spans[max(0, i - window) : i]):
         if s.kind == "mention":
             return s
         if s.kind == "punct" and s.text != ",":
@@ -452,7 +755,9 @@ def _clause_bounds(spans: list[Span], i: int) -> tuple[int, int]:
     while lo > 0 and not (spans[lo - 1].kind == "punct" or spans[lo - 1].text in CLAUSE_WORDS):
         lo -= 1
     hi = i
-    while hi + 1 < len(spans) and not (spans[hi + 1].kind == "punct" or spans[hi + 1].text in CLAUSE_WORDS):
+    while hi + 1 < len(spans) and not (
+        spans[hi + 1].kind == "punct" or spans[hi + 1].text in CLAUSE_WORDS
+    ):
         hi += 1
     return lo, hi
 
@@ -462,7 +767,7 @@ def _clause_target(spans: list[Span], i: int, prefer_before: bool = True) -> Spa
     with none in the clause, the nearest mention in the sentence."""
     lo, hi = _clause_bounds(spans, i)
     before = [s for s in spans[lo:i] if s.kind == "mention"]
-    after = [s for s in spans[i + 1:hi + 1] if s.kind == "mention"]
+    after = [s for s in spans[i + 1 : hi + 1] if s.kind == "mention"]
     order = [before[-1] if before else None, after[0] if after else None]
     if not prefer_before:
         order.reverse()

@@ -25,7 +25,7 @@ SCORERS: dict[str, str] = {
 }
 
 
-def create_scorer(kind: str, model: str, name: str | None = None, batch_size: int = 64,
+def create_scorer(kind: str, model: str, name: str | None = None, batch_size: int | None = None,
                   device: str = "auto", **kwargs: Any) -> Scorer:
     """A scorer of ``kind`` for the model at ``model`` (nothing is loaded until first use)."""
     if kind not in SCORERS:

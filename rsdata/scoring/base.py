@@ -17,6 +17,7 @@ import contextlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_BATCH_CPU = 16
+DEFAULT_BATCH_CUDA = 64
 
 
 class ScorerError(RsdataError):
@@ -88,15 +91,15 @@ class Scorer(ABC):
 
     kind: ClassVar[str] = "scorer"
 
-    def __init__(self, model: str, name: str | None = None, batch_size: int = 64,
+    def __init__(self, model: str, name: str | None = None, batch_size: int | None = None,
                  device: str = "auto") -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ScorerError(f"batch_size must be 1 or more, not {batch_size}")
         if device not in DEVICES:
             raise ScorerError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
         self.model_path = str(model)
         self.name = check_name(name or self.kind)
-        self.batch_size = int(batch_size)
+        self.batch_size_setting = batch_size
         self.device_setting = device
         self._lazy_loaded = False
         self._lazy_device: "torch.device | None" = None
@@ -113,6 +116,10 @@ class Scorer(ABC):
     # -- what implementations provide ------------------------------------------------------
     def check(self) -> None:
         """Cheap checks of the model path (no weights loaded); raise :class:`ScorerError`."""
+
+    def input_files(self) -> list[Path]:
+        """The files that define the model (their checksums go into manifests)."""
+        return []
 
     @abstractmethod
     def _load(self, device: "torch.device") -> None:
@@ -132,6 +139,14 @@ class Scorer(ABC):
                 "batch_size": self.batch_size, "device": str(self.device)}
 
     # -- the interface -----------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """The batch size given, else 64 on CUDA and 16 on the CPU (where larger batches of
+        224 px images fall out of the caches and get slower per image)."""
+        if self.batch_size_setting is not None:
+            return int(self.batch_size_setting)
+        return DEFAULT_BATCH_CUDA if self.device.type == "cuda" else DEFAULT_BATCH_CPU
+
     @property
     def device(self) -> "torch.device":
         if self._lazy_device is None:

@@ -24,7 +24,7 @@ class BaselineScorer(Scorer):
 
     kind = "baseline"
 
-    def __init__(self, model: str, name: str | None = None, batch_size: int = 64,
+    def __init__(self, model: str, name: str | None = None, batch_size: int | None = None,
                  device: str = "auto", module: Any = None) -> None:
         super().__init__(model, name=name, batch_size=batch_size, device=device)
         self.in_memory = module is not None  # given a model object: no checkpoint file to read
@@ -53,15 +53,19 @@ class BaselineScorer(Scorer):
         return [] if self.in_memory else [self._checkpoint_file()]
 
     def _load(self, device: "torch.device") -> None:
+        import torch
+
         if self.in_memory:
             if self._lazy_module is None:
                 raise ScorerError("a baseline scorer made from a model object cannot be unpickled "
                                   "without it; give the checkpoint path instead")
-            self._lazy_module = self._lazy_module.to(device).eval()
-            return
-        from rsdata.models import load_checkpoint
+            module = self._lazy_module
+        else:
+            from rsdata.models import load_checkpoint
 
-        self._lazy_module = load_checkpoint(self.model_path, device=device)
+            module = load_checkpoint(self.model_path, device=device)
+        # NHWC convolutions run faster on CPU (oneDNN) and on GPU tensor cores; same results
+        self._lazy_module = module.to(device).eval().to(memory_format=torch.channels_last)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -75,7 +79,7 @@ class BaselineScorer(Scorer):
 
         model = self._lazy_module
         pixels = torch.stack([model.image_transform(im) for im in images])
-        return model.encode_image(pixels.to(self.device))
+        return model.encode_image(pixels.to(self.device).contiguous(memory_format=torch.channels_last))
 
     def _embed_text_batch(self, texts: Sequence[str]) -> "torch.Tensor":
         return self._lazy_module.encode_text(list(texts))

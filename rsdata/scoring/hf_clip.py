@@ -93,8 +93,10 @@ class HFClipScorer(Scorer):
         try:
             model = transformers.CLIPModel.from_pretrained(str(root))
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ScorerError(f"hf_clip scorer: cannot load the CLIP model in {root}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - loaders raise many types (safetensors, json, torch)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ScorerError(f"hf_clip scorer: cannot load the CLIP model in {root} ({first}); check "
+                              "that the directory holds a complete CLIPModel save") from None
         processor_cls = _image_processor_class(transformers)
         if (root / PREPROCESSOR_FILE).is_file():
             processor = processor_cls.from_pretrained(str(root))

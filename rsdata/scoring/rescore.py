@@ -78,7 +78,7 @@ def score_corpus(source: str | Path, out_dir: str | Path, scorer: Scorer, corpus
         summary = dict(zip(("min", "p10", "median", "p90", "max"), (round(float(v), 4) for v in q)))
     entry_stats = stats.to_json()
     entry_stats["counters"] = {"samples_per_second": round(stats.n_out / seconds, 2) if seconds else 0}
-    sources = [_model_source(p) for p in getattr(scorer, "input_files", lambda: [])()]
+    sources = [_model_source(p) for p in scorer.input_files()]
     derivation = {"command": "score", "scorer": scorer.describe(), "score_name": scorer.name,
                   "score_summary": summary}
     return writer.finish([entry_stats], derivation, sources=sources, seconds=seconds)

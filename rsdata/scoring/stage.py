@@ -6,7 +6,7 @@
         scorer: hf_clip              # or baseline (an rsdata checkpoint / run directory)
         model: ../models/remoteclip  # relative to the recipe
         name: remoteclip             # key under scores (default: the scorer kind)
-        batch_size: 64
+        batch_size: 16               # default: 64 on CUDA, 16 on the CPU
         device: auto                 # CUDA with autocast when there is a GPU, else CPU
 
 The model is loaded once per worker process, on its first batch. The primary caption (the
@@ -52,7 +52,7 @@ class ScoreStage(Stage):
         self.kind: str = self.config["scorer"]
         self.model: str = self.config["model"]
         self.score_name: str = self.config.get("name") or self.kind
-        self.batch_size: int = int(self.config.get("batch_size", 64))
+        self.batch_size: int | None = self.config.get("batch_size")
         self.device: str = self.config.get("device", "auto")
         self._make_scorer(self.model)  # checks name, batch size and device now
         self.init_lazy()
@@ -70,7 +70,7 @@ class ScoreStage(Stage):
     def input_files(self, ctx: RunContext) -> list[Path]:
         scorer = self._make_scorer(str(ctx.resolve(self.model)))
         scorer.check()
-        return list(scorer.input_files())  # type: ignore[attr-defined]
+        return scorer.input_files()
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         self.model = str(ctx.resolve(self.model))
@@ -94,7 +94,7 @@ class ScoreStage(Stage):
                                  "(e.g. template_captions) before the score stage in the recipe")
             batch.append(sample)
             texts.append(text)
-            if len(batch) >= self.batch_size:
+            if len(batch) >= self.scorer().batch_size:
                 score_samples(self.scorer(), batch, texts)
                 stats.n_out += len(batch)
                 yield from batch

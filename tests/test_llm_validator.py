@@ -1,0 +1,553 @@
+"""The caption validator: tables of accepted and rejected captions, its agreement with the fact
+phrases and template captions, and its recall on the hand-labeled set of real model outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llm_support import farm_tile, tag
+
+from rsdata.captions.templates import captions_for, join_words
+from rsdata.llm.facts import build_facts
+from rsdata.llm.validator import REASONS, Limits, Validator
+
+PREFILL = "This aerial image shows"
+LABELED = Path(__file__).parent / "data" / "llm_labeled.jsonl"
+GEO = {"size": [256, 256], "gsd_m": 2.5}
+
+
+@pytest.fixture(scope="module")
+def validator() -> Validator:
+    return Validator()
+
+
+def water_tile() -> list[dict[str, Any]]:
+    return [
+        tag(
+            "natural=water",
+            "water",
+            share=0.31,
+            position="bottom right",
+            mass=True,
+            category="water",
+            cells=["bottom right", "bottom", "right"],
+        ),
+        tag(
+            "building=house",
+            "house",
+            count=12,
+            share=0.04,
+            position="top left",
+            category="building",
+            cells=["top left", "top", "left"],
+            area_m2=1500.0,
+        ),
+        tag(
+            "highway=path",
+            "path",
+            count=1,
+            length=120.0,
+            position="center",
+            geom="line",
+            category="road",
+            cells=["center"],
+        ),
+        tag(
+            "landuse=forest",
+            "forest",
+            share=0.002,
+            mass=True,
+            category="landcover",
+            visible=False,
+            position="top right",
+        ),
+    ]
+
+
+FARM = farm_tile()
+FARM_FACTS = [t["tag"] for t in FARM]
+WATER = water_tile()
+WATER_FACTS = ["natural=water", "building=house", "highway=path"]
+
+ACCEPTED = [
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left, farmland covering most of the image and minor roads running across it.",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, with seven buildings in the top left and minor roads crossing it.",
+    ),
+    (
+        FARM,
+        "This aerial image shows mostly farmland, seven buildings in the upper left corner and a road across the image.",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland dominating the scene, 7 buildings near the top left and roads running across the image.",
+    ),
+    (
+        FARM,
+        "This aerial image shows fields over most of the image, several buildings in the top left and a few minor roads.",
+    ),
+    (
+        FARM,
+        "What does this aerial image show? It shows seven buildings in the top left, minor roads and farmland.",
+    ),
+    (
+        FARM,
+        "This aerial image shows about 820 m of minor road across farmland, and seven buildings in the northwest.",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left, water in the bottom right and a path in the center.",
+    ),
+    (
+        FARM,
+        "This aerial image shows minor roads running across the farmland, with seven buildings in the top left.",
+    ),
+    (
+        WATER,
+        "This aerial image shows water covering part of the image on the lower right, 12 homes at the top left and a footpath in the middle.",
+    ),
+    (
+        WATER,
+        "This aerial image shows a dozen houses in the top left corner, a body of water on the right and a path in the center.",
+    ),
+]
+
+REJECTED = [
+    # (tile, caption, expected reason)
+    (
+        FARM,
+        "This aerial image shows a small village surrounded by farmland, seven buildings in the top left and minor roads.",
+        "invented_scene_word",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left, minor roads and a mountain.",
+        "invented_scene_word",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left, minor roads and a river.",
+        "unsupported_class",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven houses in the top left and minor roads.",
+        "unsupported_class",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, a building in the top left and minor roads across the image.",
+        "number_agreement",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, five buildings in the top left and minor roads across the image.",
+        "wrong_count",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left and three minor roads.",
+        "wrong_count",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, many buildings in the top left and minor roads.",
+        "wrong_count",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the bottom right and minor roads.",
+        "wrong_position",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland in the center, seven buildings on the right and minor roads across it.",
+        "wrong_position",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering a small part of the image, seven buildings in the top left and minor roads.",
+        "wrong_share",
+    ),
+    (
+        FARM,
+        "This aerial image shows minor roads dominating the image, farmland and seven buildings in the top left.",
+        "wrong_share",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven large buildings in the top left and minor roads.",
+        "wrong_size",
+    ),
+    (FARM, "This aerial image shows a farmhouse with a river at its center.", "unsupported_class"),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings next to a minor road at its center.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings surrounded by farmland and minor roads.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland with seven buildings in the top left corner of the minor road.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left and minor roads, taken in 2010.",
+        "unsupported_number",
+    ),
+    (
+        FARM,
+        "This aerial image shows 500 m of minor road, farmland and seven buildings in the top left.",
+        "unsupported_number",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland near Swellendam, seven buildings in the top left and minor roads.",
+        "invented_name",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left, which are a minor road across the image.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, in the center, covered by seven buildings in the top left and roads.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left of a cityscape, farmland and minor roads.",
+        "invented_scene_word",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, leaving out the buildings and roads.",
+        "prompt_echo",
+    ),
+    (FARM, "This aerial image shows farmland.", "low_coverage"),
+    (FARM, "This aerial image shows", "empty"),
+    (
+        FARM,
+        "This aerial image shows farmland, seven buildings in the top left and minor roads running",
+        "truncated",
+    ),
+    (FARM, "This aerial image shows the the farmland of of buildings roads.", "not_english"),
+    (FARM, "This aerial image shows farmland <|im_end|> seven buildings", "prompt_echo"),
+    (
+        FARM,
+        "This aerial image shows Ackerland mit sieben Gebäuden in der oberen linken Ecke.",
+        "not_english",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland. Seven buildings stand in the top left. Minor roads run across.",
+        "too_long",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left, water in the bottom right, a path in the center and a forest.",
+        "invisible_feature",
+    ),
+    (
+        WATER,
+        "This aerial image shows a house in the top left, water in the bottom right and a path in the center.",
+        "number_agreement",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left and a path running across the water.",
+        "unsupported_relation",
+    ),
+    (
+        FARM,
+        "This aerial image shows dirt running across a road, farmland and seven buildings in the top left.",
+        "invented_scene_word",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left, a lake in the bottom right and a path in the center.",
+        "unsupported_class",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left, water in the bottom right and paths in the center.",
+        "number_agreement",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve houses in the top left, water filling most of the image and a path in the center.",
+        "wrong_share",
+    ),
+    (
+        WATER,
+        "This aerial image shows twelve large houses in the top left, water in the bottom right and a path in the center.",
+        "wrong_size",
+    ),
+]
+
+
+@pytest.mark.parametrize("tags,text", ACCEPTED)
+def test_accepted(validator: Validator, tags: list[dict[str, Any]], text: str) -> None:
+    facts = [t["tag"] for t in tags if t["visible"]]
+    verdict = validator.validate(
+        text, tags, facts, Limits(max_words=45, max_sentences=2), prefill=PREFILL, geo=GEO
+    )
+    assert verdict.ok, verdict.complaints()
+    assert verdict.coverage >= 0.75
+
+
+@pytest.mark.parametrize("tags,text,reason", REJECTED)
+def test_rejected(validator: Validator, tags: list[dict[str, Any]], text: str, reason: str) -> None:
+    facts = [t["tag"] for t in tags if t["visible"]]
+    verdict = validator.validate(
+        text, tags, facts, Limits(max_words=45, max_sentences=2), prefill=PREFILL, geo=GEO
+    )
+    assert reason in REASONS
+    assert reason in verdict.reasons, (verdict.reasons, verdict.complaints())
+    assert all(p.detail for p in verdict.problems)
+
+
+def test_complaints_name_what_is_wrong(validator: Validator) -> None:
+    verdict = validator.validate(
+        "This aerial image shows a village and a building in the bottom right.",
+        FARM,
+        FARM_FACTS,
+        prefill=PREFILL,
+    )
+    text = " ".join(verdict.complaints())
+    assert (
+        "village" in text and "there are 7" in text and "top left" in text and "leaves out" in text
+    )
+
+
+def test_coverage_floor_is_configurable(validator: Validator) -> None:
+    text = "This aerial image shows farmland covering most of the image and seven buildings in the top left."
+    assert validator.validate(text, FARM, FARM_FACTS, Limits(min_coverage=0.6), prefill=PREFILL).ok
+    verdict = validator.validate(text, FARM, FARM_FACTS, Limits(min_coverage=1.0), prefill=PREFILL)
+    assert verdict.reasons == ["low_coverage"] and verdict.coverage == pytest.approx(2 / 3)
+
+
+def tiles_for_self_check() -> list[dict[str, Any]]:
+    tiles = [FARM, WATER]
+    tiles.append(
+        [
+            tag(
+                "landuse=residential",
+                "residential area",
+                share=0.8,
+                position="across",
+                category="landuse",
+                cells=["top", "center", "bottom", "left", "right"],
+            ),
+            tag(
+                "building=house",
+                "house",
+                count=23,
+                share=0.12,
+                position="across",
+                category="building",
+                cells=["top", "center", "bottom", "left", "right"],
+            ),
+            tag(
+                "highway=residential",
+                "residential road",
+                count=5,
+                length=1300.0,
+                position="across",
+                geom="line",
+                category="road",
+                cells=["top", "center"],
+            ),
+        ]
+    )
+    tiles.append(
+        [
+            tag(
+                "waterway=river",
+                "river",
+                count=2,
+                length=640.0,
+                position="across",
+                geom="line",
+                category="water",
+                cells=["top", "center", "bottom"],
+            ),
+            tag(
+                "landuse=farmland",
+                "farmland",
+                share=0.4,
+                mass=True,
+                position="left",
+                category="landuse",
+                cells=["left", "top left", "bottom left"],
+            ),
+            tag(
+                "landuse=meadow",
+                "meadow",
+                share=0.2,
+                position="right",
+                category="landcover",
+                cells=["right", "bottom right"],
+            ),
+        ]
+    )
+    tiles.append(
+        [
+            tag(
+                "building=yes",
+                "building",
+                count=1,
+                share=0.004,
+                position="bottom right",
+                category="building",
+                cells=["bottom right"],
+                area_m2=160.0,
+            )
+        ]
+    )
+    return tiles
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_fact_phrases_and_template_captions_always_pass(validator: Validator, index: int) -> None:
+    """What code writes from the stats must never be rejected: facts joined into a sentence,
+    and every template caption (coverage aside)."""
+    tags = tiles_for_self_check()[index]
+    meta = {"key": f"t{index}", "geo": GEO, "osm": {"n_features": 9, "tags": tags}}
+    facts = build_facts(meta)
+    text = f"{PREFILL} {join_words([f.text for f in facts])}."
+    verdict = validator.validate(
+        text, tags, [f.tag for f in facts], Limits(max_words=80), prefill=PREFILL, geo=GEO
+    )
+    assert verdict.ok and verdict.coverage == 1.0, (text, verdict.complaints())
+    for seed in range(4):
+        for cap in captions_for(meta, count=6, seed=seed):
+            v = validator.validate(
+                cap.text, tags, [], Limits(max_words=80, max_sentences=2), geo=GEO
+            )
+            assert v.ok, (cap.text, v.complaints())
+
+
+# -- the labeled set of real model outputs --------------------------------------------------------
+def labeled() -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in LABELED.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def verdicts(validator: Validator) -> list[tuple[dict[str, Any], Any]]:
+    out = []
+    for rec in labeled():
+        tags = rec["tile"]["osm"]["tags"]
+        v = validator.validate(
+            rec["caption"],
+            tags,
+            rec["facts"],
+            Limits(rec["limits"]["max_words"], rec["limits"]["max_sentences"], 0.75),
+            prefill=rec["prefill"],
+            geo=rec["tile"]["geo"],
+        )
+        out.append((rec, v))
+    return out
+
+
+def test_labeled_set_is_large_varied_and_hand_marked() -> None:
+    recs = labeled()
+    assert len(recs) >= 100
+    models = {r["model"] for r in recs}
+    assert len(models) >= 2 and len({r["tile"]["key"] for r in recs}) >= 20
+    for r in recs:
+        assert isinstance(r["faithful"], bool)
+        assert r["faithful"] == (not r["errors"]), r["id"]
+    assert 0 < sum(r["faithful"] for r in recs) < len(recs)
+
+
+def test_validator_recall_of_unfaithful_captions(validator: Validator) -> None:
+    results = verdicts(validator)
+    unfaithful = [(r, v) for r, v in results if not r["faithful"]]
+    missed = [(r["id"], r["caption"], r["errors"]) for r, v in unfaithful if v.ok]
+    recall = 1 - len(missed) / len(unfaithful)
+    assert recall >= 0.95, missed
+
+
+def test_validator_rarely_accuses_faithful_captions(validator: Validator) -> None:
+    """A faithful caption may be rejected for leaving facts out (coverage) or its form, but the
+    validator should almost never claim it states something false."""
+    results = verdicts(validator)
+    faithful = [(r, v) for r, v in results if r["faithful"]]
+    form = {"low_coverage", "too_long", "truncated", "not_english", "empty", "prompt_echo"}
+    accused = [
+        (r["id"], r["caption"], v.complaints()) for r, v in faithful if set(v.reasons) - form
+    ]
+    assert len(accused) <= max(1, 0.1 * len(faithful)), accused
+
+
+def test_never_crashes_on_word_salad(validator: Validator) -> None:
+    """Random mixes of every kind of word the validator reads give a verdict, never an error."""
+    import random
+
+    rng = random.Random(0)
+    words = [
+        "farmland",
+        "buildings",
+        "a",
+        "the",
+        "seven",
+        "12",
+        "m",
+        "%",
+        "top",
+        "left",
+        "across",
+        "of",
+        "near",
+        "surrounded",
+        "by",
+        "dominated",
+        "most",
+        "large",
+        "small",
+        "village",
+        "road",
+        "roads",
+        ",",
+        ".",
+        "and",
+        "with",
+        "in",
+        "corner",
+        "covered",
+        "part",
+        "image",
+        "Swellendam",
+        "few",
+        "several",
+        "at",
+        "its",
+        "center",
+        "minor",
+        "houses",
+        "2.5",
+    ]
+    for tags in (FARM, WATER, []):
+        facts = [t["tag"] for t in tags if t["visible"]]
+        for _ in range(300):
+            text = PREFILL + " " + " ".join(rng.choice(words) for _ in range(rng.randint(0, 25)))
+            verdict = validator.validate(text, tags, facts, prefill=PREFILL, geo=GEO)
+            assert 0.0 <= verdict.coverage <= 1.0
+            assert set(verdict.reasons) <= set(REASONS)
