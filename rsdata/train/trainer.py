@@ -280,9 +280,11 @@ class Trainer:
         cfg = self.cfg
         wanted = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.info = info = init_distributed("cuda" if wanted.startswith("cuda") else "cpu")
+        threads = torch.get_num_threads()
         try:
             return self._run(info)
         finally:
+            torch.set_num_threads(threads)  # an in-process run must not change the caller's setting
             cleanup(info)
 
     def _run(self, info: DistInfo) -> dict[str, Any]:
