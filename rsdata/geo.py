@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from functools import lru_cache
 
 from affine import Affine
@@ -74,3 +76,45 @@ def crs_name(crs: CRS) -> str:
     """``EPSG:32734`` where the CRS has an EPSG code, else its WKT."""
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+class TileGeo:
+    """Per-raster geodesy for the tiler, set up once: CRS name, WGS84 bounds, pixel sizes.
+
+    Looking up a CRS's EPSG code or building a transformer costs far more than tiling needs,
+    so a partition makes one of these and asks it for every tile.
+    """
+
+    def __init__(self, crs: CRS) -> None:
+        self.crs = crs
+        self.name = crs_name(crs)
+        self.is_wgs84 = self.name == "EPSG:4326"
+        self._to_wgs84 = None if self.is_wgs84 else _to_wgs84(crs.to_wkt())
+        self._constant: tuple[float, float] | None = None  # pixel size when it does not vary
+        self._decided = False
+
+    def pixel_size_m(self, transform: Affine, x: float, y: float) -> tuple[float, float]:
+        if self.crs.is_geographic:
+            return pixel_size_m(self.crs, transform, x, y)
+        if not self._decided:
+            size = pixel_size_m(self.crs, transform, x, y)
+            factor = _linear_factor(self.crs.to_wkt())
+            nominal = (math.hypot(transform.a, transform.d) * factor,
+                       math.hypot(transform.b, transform.e) * factor)
+            self._constant = size if size == nominal else None
+            self._decided = True
+            return size
+        if self._constant is not None:
+            return self._constant
+        return pixel_size_m(self.crs, transform, x, y)
+
+    def bounds_wgs84(self, bounds: tuple[float, float, float, float], densify: int = 21) -> list[float]:
+        """Like :func:`bounds_wgs84`, with the transformer built once."""
+        if self._to_wgs84 is None:
+            return [float(b) for b in bounds]
+        x0, y0, x1, y1 = bounds
+        t = np.linspace(0.0, 1.0, densify)
+        xs = np.concatenate([x0 + (x1 - x0) * t, np.full(densify, x1), x1 - (x1 - x0) * t, np.full(densify, x0)])
+        ys = np.concatenate([np.full(densify, y0), y0 + (y1 - y0) * t, np.full(densify, y1), y1 - (y1 - y0) * t])
+        lon, lat = self._to_wgs84.transform(xs, ys)
+        return [float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))]

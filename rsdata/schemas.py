@@ -64,8 +64,28 @@ def errors(name: str, instance: Any) -> list[str]:
     return [describe(first)] + [describe(e) for e in rest]
 
 
+@lru_cache(maxsize=None)
+def fast_validator(name: str) -> Any:
+    """A compiled (fastjsonschema) validator of the same schema, ~30x faster than jsonschema:
+    used on hot paths (every sample is validated before it is written). Our schemas use only
+    keywords draft-07 has, so the 2020-12 text is compiled as draft-07."""
+    import fastjsonschema
+
+    schema = json.loads(json.dumps(validator(name).schema).replace('"#/$defs/', '"#/definitions/'))
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["definitions"] = schema.pop("$defs", {})
+    return fastjsonschema.compile(schema)
+
+
 def validate(name: str, instance: Any, what: str) -> None:
     """Raise ``ValueError`` naming ``what`` and the first few violations."""
+    import fastjsonschema
+
+    try:
+        fast_validator(name)(instance)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass  # explain with jsonschema, whose messages name every violation and its path
     problems = errors(name, instance)
     if problems:
         shown = "\n  - ".join(problems[:5])

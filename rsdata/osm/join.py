@@ -27,7 +27,6 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely import STRtree
-from shapely.affinity import affine_transform
 from shapely.geometry import box
 
 from rsdata.errors import InputError
@@ -213,31 +212,28 @@ class OsmJoin(Stage):
         width, height = geo["size"]
         transform = Affine(*geo["transform"])
         inv = ~transform
-        inv_params = [inv.a, inv.b, inv.d, inv.e, inv.xoff, inv.yoff]
         corners = [transform @ xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
         tile = shapely.Polygon(corners)
         gx, gy = geo["gsd_xy_m"]
         px_area_m2 = gx * gy
         px_len_m = float(np.sqrt(gx * gy))
-        hits = index.tree.query(tile, predicate="intersects")
-        tile_px = box(0, 0, width, height)
-        cells = [[box(c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3)
-                  for c in range(3)] for r in range(3)]
+        hits = np.sort(index.tree.query(tile, predicate="intersects"))
         agg: dict[tuple[str, str], dict[str, Any]] = {}
-        parts: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        members: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # vectorised over the features that touch the tile: to tile pixels, clip, measure
+        clipped = shapely.intersection(
+            _to_pixels(index.geometries[hits], inv), box(0, 0, width, height)) if len(hits) else np.array([])
+        kinds = [_kind(g) for g in clipped]
+        areas = shapely.area(clipped) if len(hits) else np.array([])
+        lengths = shapely.length(clipped) if len(hits) else np.array([])
+        weights = _cell_weights(clipped, kinds, width, height)
         n_features = 0
-        for i in sorted(hits.tolist()):
-            clipped = affine_transform(index.geometries[i], inv_params).intersection(tile_px)
-            if clipped.is_empty:
-                continue
-            kind = _kind(clipped)
+        for j, (i, kind) in enumerate(zip(hits.tolist(), kinds)):
             if kind is None:
                 continue
             n_features += 1
-            area = clipped.area if kind == "polygon" else 0.0
-            length = clipped.length if kind == "line" else 0.0
-            visible = ((kind == "polygon" and area >= self.min_polygon)
-                       or (kind == "line" and length >= self.min_line)
+            visible = ((kind == "polygon" and areas[j] >= self.min_polygon)
+                       or (kind == "line" and lengths[j] >= self.min_line)
                        or (kind == "point" and self.min_point is not None))
             for rank, (key, value, phrase) in enumerate(index.tags[i]):
                 entry = agg.get((key, value))
@@ -251,26 +247,16 @@ class OsmJoin(Stage):
                 entry["primary_count"] += int(rank == 0)
                 entry["visible_count"] += int(visible)
                 entry["geom_types"][kind] += 1
-                parts[(key, value)].append(clipped)
+                members[(key, value)].append(j)
         tags = []
         for tag, entry in agg.items():
-            geoms = parts[tag]
-            polys = [g for g in geoms if _kind(g) == "polygon"]
-            lines = [g for g in geoms if _kind(g) == "line"]
-            area_px = shapely.union_all(polys).area if len(polys) > 1 else sum(g.area for g in polys)
-            length_px = sum(g.length for g in lines)
-            weights = np.zeros((3, 3))
-            for g in geoms:
-                k = _kind(g)
-                for r in range(3):
-                    for c in range(3):
-                        if k == "polygon":
-                            weights[r, c] += g.intersection(cells[r][c]).area
-                        elif k == "line":
-                            weights[r, c] += g.intersection(cells[r][c]).length
-                        elif g.intersects(cells[r][c]):
-                            weights[r, c] += 1.0
-            position, covered = position_words(weights)
+            js = members[tag]
+            polys = [j for j in js if kinds[j] == "polygon"]
+            # overlapping polygons of one tag (duplicated landuse) must not count twice
+            area_px = (shapely.union_all(clipped[polys]).area if len(polys) > 1
+                       else float(sum(areas[j] for j in polys)))
+            length_px = float(sum(lengths[j] for j in js if kinds[j] == "line"))
+            position, covered = position_words(weights[js].sum(axis=0).reshape(3, 3))
             entry.update({
                 "tag": f"{tag[0]}={tag[1]}",
                 "visible": entry["visible_count"] > 0,
@@ -286,6 +272,47 @@ class OsmJoin(Stage):
         tags.sort(key=lambda t: (not t["visible"], -t["area_share"], -t["length_m"], -t["count"], t["tag"]))
         return {"sources": self.source_ids, "n_features": n_features, "tags": tags,
                 "min_pixels": {"polygon": self.min_polygon, "line": self.min_line, "point": self.min_point}}
+
+
+def _to_pixels(geoms: np.ndarray, inv: Affine) -> np.ndarray:
+    """CRS coordinates -> tile pixel coordinates, for an array of geometries at once."""
+    m = np.array([[inv.a, inv.d], [inv.b, inv.e]])
+    offset = np.array([inv.xoff, inv.yoff])
+    return shapely.transform(geoms, lambda xy: xy @ m + offset)
+
+
+def _cell_weights(clipped: np.ndarray, kinds: list[str | None], width: int, height: int) -> np.ndarray:
+    """(n, 9): how much of each clipped feature lies in each 3x3 cell (area, length or 1 for points).
+
+    Most features (buildings, short ways) lie inside one cell: their whole measure goes there
+    from their bounding box alone; only features that cross cell borders are intersected.
+    """
+    n = len(clipped)
+    out = np.zeros((n, 9))
+    if not n:
+        return out
+    kind = np.array([k or "" for k in kinds])
+    measure = np.where(kind == "polygon", shapely.area(clipped),
+                       np.where(kind == "line", shapely.length(clipped), (kind == "point").astype(float)))
+    bounds = shapely.bounds(clipped)
+    col0 = np.clip((bounds[:, 0] * 3 // width), 0, 2).astype(int)
+    col1 = np.clip((bounds[:, 2] * 3 // width), 0, 2).astype(int)
+    row0 = np.clip((bounds[:, 1] * 3 // height), 0, 2).astype(int)
+    row1 = np.clip((bounds[:, 3] * 3 // height), 0, 2).astype(int)
+    single = (col0 == col1) & (row0 == row1)
+    out[np.flatnonzero(single), (row0 * 3 + col0)[single]] = measure[single]
+    cross = np.flatnonzero(~single)
+    if len(cross):
+        xs = np.arange(3) * width / 3
+        ys = np.arange(3) * height / 3
+        cells = shapely.box(np.tile(xs, 3), np.repeat(ys, 3), np.tile(xs, 3) + width / 3,
+                            np.repeat(ys, 3) + height / 3)
+        parts = shapely.intersection(clipped[cross][:, None], cells[None, :])
+        k = kind[cross][:, None]
+        out[cross] = np.where(k == "polygon", shapely.area(parts),
+                              np.where(k == "line", shapely.length(parts),
+                                       (~shapely.is_empty(parts)).astype(float)))
+    return out
 
 
 def _kind(geom: Any) -> str | None:

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from rsdata.errors import InputError
-from rsdata.geo import bounds_wgs84, crs_name, pixel_size_m
+from rsdata.geo import TileGeo, bounds_wgs84, pixel_size_m
 from rsdata.render import Stretch, encode_image, percentile_limits, to_rgb8
 from rsdata.sample import Sample
 from rsdata.stats import StageStats
@@ -245,18 +245,19 @@ class RasterTiler:
     def __call__(self, part: Partition, stats: StageStats) -> Iterator[Sample]:
         info = part.raster
         crs = CRS.from_wkt(info.crs_wkt)
+        geo = TileGeo(crs)
         with _open(info.path) as src:
             read_bands = (list(range(1, info.band_count + 1)) if self.keep_geotiff
                           else info.render_bands)
             for tile in part.tiles:
                 stats.n_in += 1
-                sample = self._read_tile(src, crs, info, tile, read_bands, stats)
+                sample = self._read_tile(src, geo, info, tile, read_bands, stats)
                 if sample is not None:
                     stats.n_out += 1
                     yield sample
 
-    def _read_tile(self, src: rasterio.DatasetReader, crs: CRS, info: RasterInfo, tile: TileWindow,
-                   read_bands: list[int], stats: StageStats) -> Sample | None:
+    def _read_tile(self, src: rasterio.DatasetReader, geo: TileGeo, info: RasterInfo,
+                   tile: TileWindow, read_bands: list[int], stats: StageStats) -> Sample | None:
         win = Window(tile.col_off, tile.row_off, tile.width, tile.height)
         size = self.size
         try:
@@ -285,8 +286,8 @@ class RasterTiler:
                                                                          tile.height / size)
         bounds = _corner_bounds(transform, size)
         cx, cy = transform @ (size / 2, size / 2)
-        gx, gy = pixel_size_m(crs, transform, cx, cy)
-        wgs = bounds_wgs84(crs, bounds)
+        gx, gy = geo.pixel_size_m(transform, cx, cy)
+        wgs = geo.bounds_wgs84(bounds)
         key = f"{info.id}_{tile.col:05d}_{tile.row:05d}"
         meta: dict[str, Any] = {
             "schema_version": 1,
@@ -300,7 +301,7 @@ class RasterTiler:
                 "tile": {"col": tile.col, "row": tile.row},
             },
             "geo": {
-                "crs": crs_name(crs), "crs_from_recipe": info.crs_from_recipe,
+                "crs": geo.name, "crs_from_recipe": info.crs_from_recipe,
                 "bounds": [round(float(b), 9) for b in bounds],
                 "bounds_wgs84": [round(b, 7) for b in wgs],
                 "center_wgs84": [round((wgs[0] + wgs[2]) / 2, 7), round((wgs[1] + wgs[3]) / 2, 7)],
@@ -314,7 +315,7 @@ class RasterTiler:
         }
         tif = None
         if self.keep_geotiff:
-            tif = _geotiff_bytes(data, crs, transform, src.nodata,
+            tif = _geotiff_bytes(data, geo.crs, transform, src.nodata,
                                  None if (src.nodata is not None or info.alpha_bands) else mask,
                                  list(src.colorinterp))
         return Sample(key=key, image=encode_image(rgb, self.fmt, self.quality),
