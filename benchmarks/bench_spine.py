@@ -585,31 +585,23 @@ def spine_breakdown(tif: Path, geojson: Path, work: Path, gsd: float, max_tiles:
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def tile_stage_breakdown(tif: Path, windows: list[Any], n: int) -> dict[str, float]:
-    """ms/tile of the parts of RasterTiler._read_tile beyond the floor's read+mask+JPEG."""
+def read_encode_ms(tif: Path, windows: list[Any]) -> float:
+    """ms/tile of the floor's share of the tile stage: read + mask + JPEG, no metadata, no tar."""
     import rasterio
-    from rasterio.crs import CRS
-    from rasterio.windows import transform as window_transform
+    from PIL import Image
+    from rasterio.enums import Resampling
 
-    from rsdata.geo import bounds_wgs84, crs_name, pixel_size_m
-
-    wins = windows[:n]
     with rasterio.open(tif) as src:
-        crs = CRS.from_wkt(src.crs.to_wkt())
-        tr = [window_transform(w, src.transform) for w in wins]
-    out: dict[str, float] = {}
-
-    def clock(name: str, fn: Callable[[Any], Any]) -> None:
         t = time.perf_counter()
-        for x in tr:
-            fn(x)
-        out[name] = (time.perf_counter() - t) * 1000 / len(tr)
-
-    clock("bounds_wgs84 (transform_bounds, densify 21)",
-          lambda t: bounds_wgs84(crs, (t.c, t.f - TILE * GSD, t.c + TILE * GSD, t.f)))
-    clock("pixel_size_m (crs.to_wkt per call)", lambda t: pixel_size_m(crs, t, t.c, t.f))
-    clock("crs_name (crs.to_epsg)", lambda t: crs_name(crs))
-    return out
+        for win in windows:
+            data = src.read([1, 2, 3], window=win, out_shape=(3, TILE, TILE),
+                            resampling=Resampling.bilinear)
+            valid = src.dataset_mask(window=win, out_shape=(TILE, TILE)) > 0
+            rgb = np.ascontiguousarray(np.moveaxis(data, 0, -1))
+            if not valid.all():
+                rgb[~valid] = 0
+            Image.fromarray(rgb).save(io.BytesIO(), format="JPEG", quality=JPEG_QUALITY)
+        return (time.perf_counter() - t) * 1000 / max(1, len(windows))
 
 
 def worker_import_probe() -> dict[str, float]:
@@ -790,8 +782,12 @@ def measure_a(tif: Path, geojson: Path, work: Path, windows: list[Any], repeats:
                                   / max(r["tiles_per_cpu_s"] for r in floor_runs)),
         "osm_captions_ms_per_tile": 1000 / full["tiles_per_s"] - 1000 / bare["tiles_per_s"]}
     n_break = min(len(windows), 256)
-    out["breakdown_ms_per_tile"] = spine_breakdown(tif, geojson, work, GSD, n_break)
-    out["tile_metadata_ms_per_tile"] = tile_stage_breakdown(tif, windows, n_break)
+    steps = spine_breakdown(tif, geojson, work, GSD, n_break)
+    floor_share = read_encode_ms(tif, windows[:n_break])
+    order = ["tiles", "tile_stage_ms", "of_which_read_mask_jpeg_ms", "osm_join_ms", "captions_ms",
+             "shard_write_ms", "of_which_schema_validate_ms", "of_which_to_wds_json_ms"]
+    steps["of_which_read_mask_jpeg_ms"] = floor_share
+    out["breakdown_ms_per_tile"] = {k: steps[k] for k in order if k in steps}
     log("(a) breakdown (ms/tile): "
         + json.dumps({k: round(v, 3) for k, v in out["breakdown_ms_per_tile"].items()}))
     if resampled:
@@ -860,8 +856,6 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             if k != "tiles":
                 name = k.removesuffix("_ms").replace("_", " ")
                 rows.append(row(f"(a) step by step, {name} [ms/tile]", v, "{:.2f}"))
-        name, value = next(iter(a["tile_metadata_ms_per_tile"].items()))
-        rows.append(row(f"(a) step by step, of which (tile stage) {name} [ms/tile]", value, "{:.2f}"))
         if "resampled" in a:
             ar = a["resampled"]
             rows += [

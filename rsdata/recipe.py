@@ -127,12 +127,17 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# fields that name a service to talk to, not an input to fetch (an LLM endpoint)
+SERVICE_FIELDS = frozenset({"base_url"})
+
+
 def _remote_inputs(data: Any) -> list[str]:
     """Every string in the recipe that is a URL (inputs, raster paths, OSM sources, ...)."""
     found: list[str] = []
     if isinstance(data, dict):
-        for value in data.values():
-            found.extend(_remote_inputs(value))
+        for key, value in data.items():
+            if key not in SERVICE_FIELDS:
+                found.extend(_remote_inputs(value))
     elif isinstance(data, list):
         for value in data:
             found.extend(_remote_inputs(value))

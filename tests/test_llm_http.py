@@ -183,8 +183,7 @@ def recipe_for(tmp_path: Path, raster_files: dict[str, Path], osm_geojson: Path)
         recipe = fx.recipe_dict(
             raster_files["utm_rgb"], osm=osm_geojson, captions=True, size=64, partition_size=4
         )
-        # the recipe checker takes every URL for a remote input, the server's too (see README)
-        recipe["allow_remote"] = True
+        # no allow_remote: a server's base_url is not a remote input
         recipe["stages"].append(
             {
                 "type": "llm_caption",

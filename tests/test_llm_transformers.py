@@ -146,7 +146,6 @@ def test_on_failure_drop_counts_the_reason(tiny_llm: Path, tmp_path: Path) -> No
     assert stats.dropped["llm_rejected"] == 1 and stats.n_in == 1 and stats.n_out == 0
 
 
-@pytest.mark.slow
 def test_run_with_a_local_model_and_rerun_from_the_cache(
     tiny_llm: Path, tmp_path: Path, raster_files: dict[str, Path], osm_geojson: Path
 ) -> None:

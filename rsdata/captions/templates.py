@@ -74,7 +74,7 @@ def where(tag: Tag, kind: str) -> str:
     return "in the center" if pos == "center" else f"on the {pos}" if pos in ("left", "right") else f"in the {pos}"
 
 
-def _kind(tag: Tag) -> str:
+def tag_kind(tag: Tag) -> str:
     gt = tag["geom_types"]
     return "polygon" if gt.get("polygon") else "line" if gt.get("line") else "point"
 
@@ -95,7 +95,7 @@ def fam_counts(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tupl
 
 
 def fam_positions(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tuple[str, str] | None:
-    items = [f"{amount(t)} {where(t, _kind(t))}" for t in tags]
+    items = [f"{amount(t)} {where(t, tag_kind(t))}" for t in tags]
     if not items:
         return None
     listing = join_words(items)
@@ -104,7 +104,7 @@ def fam_positions(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> t
 
 
 def _area_tags(tags: list[Tag]) -> list[Tag]:
-    return [t for t in tags if _kind(t) == "polygon" and t["area_share"] >= 0.02]
+    return [t for t in tags if tag_kind(t) == "polygon" and t["area_share"] >= 0.02]
 
 
 def fam_sizes(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tuple[str, str] | None:
@@ -135,10 +135,10 @@ def fam_landcover(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> t
 
 
 def fam_lengths(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tuple[str, str] | None:
-    lines = [t for t in tags if _kind(t) == "line" and t["length_m"] >= 10]
+    lines = [t for t in tags if tag_kind(t) == "line" and t["length_m"] >= 10]
     if not lines:
         return None
-    parts = [f"about {_round_m(t['length_m'])} m of {t['phrase']}" for t in lines]
+    parts = [f"about {round_m(t['length_m'])} m of {t['phrase']}" for t in lines]
     verb = "cross" if len(parts) > 1 else "crosses"
     return rng.choice([("a", f"{capitalize(join_words(parts))} {verb} this {ctx['width_m']} m wide "
                              f"{ctx['subject_noun']}."),
@@ -156,7 +156,7 @@ def fam_empty(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tuple
                  f"{ctx['gsd_m']:g} m per pixel.")
 
 
-def _round_m(value: float) -> int:
+def round_m(value: float) -> int:
     return int(round(value, -1)) if value >= 100 else int(round(value))
 
 
@@ -184,7 +184,7 @@ def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
     subject = rng.choice(SUBJECTS)
     geo = meta["geo"]
     ctx = {"subject": subject, "subject_noun": subject.split(" ", 1)[1],
-           "width_m": _round_m(geo["size"][0] * geo["gsd_m"]), "gsd_m": round(geo["gsd_m"], 2),
+           "width_m": round_m(geo["size"][0] * geo["gsd_m"]), "gsd_m": round(geo["gsd_m"], 2),
            "n_features": osm.get("n_features", 0)}
     order = list(families)
     rng.shuffle(order)

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rsdata.captions.templates import _kind as tag_kind
-from rsdata.captions.templates import _round_m as round_m
+from rsdata.captions.templates import round_m, tag_kind
 from rsdata.captions.templates import amount, share_words, where
 
 Tag = dict[str, Any]

@@ -305,7 +305,8 @@ market markets shop shops store stores mall malls restaurant restaurants rocks r
 dunes hillside hillsides slope slopes ridge ridges peak peaks plateau plateaus plain plains yard
 yards backyard backyards airplane airplanes plane planes aircraft tractor tractors hills hill
 continent continents country countries nation cliffside cliffsides soil jungle jungles
-dirt construction constructions cityscape cityscapes skyline seascape
+dirt construction constructions ecosystem ecosystems wonder wonders wildlife habitat
+habitats flora fauna cityscape cityscapes skyline seascape
 flat hilly mountainous rocky sandy rectangular circular triangular arid barren snowy muddy dusty
 paved
 rainforest rainforests savanna savannah prairie prairies tundra wilderness oasis deforestation

@@ -95,7 +95,8 @@ ADJECTIVE_TERMS = frozenset({"common", "rough", "green", "open"})
 CLAUSE_WORDS = frozenset({"and", "while", "whereas", "but", "with", "which", "where", "whose"})
 ECHO = re.compile(
     r"\b(facts?|write one|one sentence|instructions?|assistant|user|system|leaves out|"
-    r"leaving out|left out|which is not in|mentions?)\b|<\||\|>"
+    r"leaving out|left out|which is not in|mentions?|does not show|doesn't show|not shown)\b"
+    r"|<\||\|>"
 )
 BAD_CHARS = re.compile(r"[{}\[\]<>|\\#*_~^`=@$]|https?:")
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)?|[.,;:!?%]")
@@ -644,6 +645,10 @@ class Validator:
             after = _next_mention(spans, i, window=5, through_numbers=True)
             before = _prev_mention(spans, i, window=len(spans))
             if after is None and before is None:
+                continue
+            if s.value == "cover" and after is None and before is not None and before.tags:
+                problems.append(Problem("unsupported_relation", f"it says {before.text} is "
+                                        f"{s.text} something, which the map does not show"))
                 continue
             if s.value == "cover" and (after is None or before is None):
                 continue
