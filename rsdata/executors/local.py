@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 from tqdm import tqdm
+
+# no tqdm monitor thread: this process may fork its workers, which wants a single thread
+tqdm.monitor_interval = 0
 
 from rsdata.errors import OutputWriteError
 from rsdata.executors.common import RunResult, finish_run, make_worker, pending_partitions
@@ -24,9 +28,13 @@ PRELOAD = ["rsdata.executors.partition", "rsdata.osm.join", "rsdata.captions.tem
 
 
 def _pool_context() -> mp.context.BaseContext:
-    """forkserver with preloaded modules where available (Linux): workers start in milliseconds
-    from a clean single-threaded server; spawn elsewhere."""
-    if "forkserver" in mp.get_all_start_methods():
+    """How worker processes start. ``fork`` when this process runs a single thread (workers then
+    inherit every imported module and start at once, as PyTorch's DataLoader workers do); else a
+    forkserver with the modules preloaded (one import for all workers); spawn where neither exists."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
@@ -43,6 +51,7 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
     bar = tqdm(total=sum(len(p.tiles) for p in todo), unit="tile", desc=f"rsdata {plan.recipe.name}",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     samples = 0
+    ctx = _pool_context() if workers > 1 and len(todo) > 1 else None
 
     def finished(part: Partition, marker: dict[str, Any]) -> None:
         nonlocal samples
@@ -52,7 +61,7 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
         bar.set_postfix(samples=samples, refresh=False)
 
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if ctx is None:
             for part in todo:
                 try:
                     finished(part, run_partition(worker, part))
@@ -61,7 +70,6 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
                 except Exception as exc:  # noqa: BLE001 - reported; other partitions go on
                     failures.append((part.id, f"{type(exc).__name__}: {exc}"))
         else:
-            ctx = _pool_context()
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                                      initargs=(worker,)) as pool:
                 pending: dict[Future[dict[str, Any]], Partition] = {
