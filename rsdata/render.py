@@ -44,7 +44,9 @@ def to_rgb8(data: np.ndarray, valid: np.ndarray, limits: Stretch | None) -> np.n
         scaled = np.repeat(scaled, 3, axis=0)
     elif scaled.shape[0] == 2:
         scaled = np.concatenate([scaled, scaled[1:2]], axis=0)
-    rgb = np.ascontiguousarray(np.moveaxis(scaled[:3], 0, -1))
+    rgb = np.empty(scaled.shape[1:] + (3,), dtype=np.uint8)
+    for band in range(3):  # per-band copies: much faster than a transposing copy
+        rgb[..., band] = scaled[band]
     if not valid.all():
         rgb[~valid] = 0
     return rgb

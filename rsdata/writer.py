@@ -17,7 +17,7 @@ import webdataset as wds
 from rsdata import schemas
 from rsdata.sample import KEY_PATTERN, Sample
 
-TAR_MTIME = 946684800.0  # 2000-01-01: reproducible shards
+TAR_MTIME = 946684800  # 2000-01-01: reproducible shards (an int: a float forces PAX headers)
 TAR_OVERHEAD = 512  # header bytes per member
 
 
