@@ -33,6 +33,7 @@ from rsdata.llm.report import llm_summary
 from rsdata.llm.stage import clean_answer
 from rsdata.llm.validator import Limits, Validator
 from rsdata.manifest import load_manifest
+from rsdata.llm.lexicon import CELLS
 
 LABELED = Path(__file__).resolve().parents[1] / "tests" / "data" / "llm_labeled.jsonl"
 FORM_REASONS = {"low_coverage", "too_long", "truncated", "not_english", "empty", "prompt_echo"}
@@ -47,18 +48,7 @@ PHRASES = {
     "waterway=stream": ("stream", "streams", False, "water"),
     "leisure=nature_reserve": ("nature reserve", "nature reserves", False, "leisure"),
 }
-POSITIONS = [
-    "top left",
-    "top",
-    "top right",
-    "left",
-    "center",
-    "right",
-    "bottom left",
-    "bottom",
-    "bottom right",
-    "across",
-]
+POSITIONS = [*CELLS, "across"]
 
 
 def synthetic_tiles(n: int) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rsdata.osm.vocabulary import Vocabulary, pluralize
+from rsdata.osm.join import CELL_WORDS
 
 Tag = dict[str, Any]
 
@@ -356,18 +357,8 @@ VAGUE: dict[tuple[str, ...], tuple[int, int]] = {
     ("hundreds", "of"): (100, 10**6),
 }
 
-# 3x3 grid cells (same words as rsdata.osm.join) and the region each position phrase names
-CELLS = (
-    "top left",
-    "top",
-    "top right",
-    "left",
-    "center",
-    "right",
-    "bottom left",
-    "bottom",
-    "bottom right",
-)
+# 3x3 grid cells (the words rsdata.osm.join writes) and the region each position phrase names
+CELLS = tuple(word for row in CELL_WORDS for word in row)
 _TOP = frozenset({"top left", "top", "top right"})
 _BOTTOM = frozenset({"bottom left", "bottom", "bottom right"})
 _LEFT = frozenset({"top left", "left", "bottom left"})
