@@ -8,17 +8,8 @@ import sys
 from pathlib import Path
 
 from rsdata import __version__
+from rsdata.argtypes import positive_int as _positive_int
 from rsdata.errors import RsdataError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:

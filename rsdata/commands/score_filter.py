@@ -15,37 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rsdata.cli import _positive_int
+from rsdata.argtypes import bounded
+from rsdata.argtypes import number as _number
+from rsdata.argtypes import positive_int as _positive_int
 
 SCORER_KINDS = ("baseline", "hf_clip")
-
-
-def _fraction(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+_fraction = bounded(float, low=0, high=1, low_open=True)
+_bits = bounded(int, low=0, high=63)  # of a 64-bit perceptual hash
 
 
 def _numbers(text: str) -> list[float]:
     return [_number(t) for t in text.split(",") if t.strip()]
-
-
-def _bits(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of bits, got {text!r}") from None
-    if not 0 <= value <= 63:
-        raise argparse.ArgumentTypeError(f"expected 0..63 bits (of a 64-bit hash), got {value}")
-    return value
 
 
 def _add_scorer_args(p: argparse.ArgumentParser, required: bool) -> None:

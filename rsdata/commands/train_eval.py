@@ -16,42 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rsdata.cli import _positive_int
+from rsdata.argtypes import bounded
+from rsdata.argtypes import nonnegative_int as _nonnegative_int
+from rsdata.argtypes import positive_float as _positive_float
+from rsdata.argtypes import positive_int as _positive_int
+
+_fraction = bounded(float, low=0, high=1, high_open=True)
 from rsdata.errors import RsdataError
 
 
 class UsageError(RsdataError):
     """Command-line options that do not fit together."""
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
