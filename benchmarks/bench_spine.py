@@ -54,6 +54,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks._load import busy_s as _busy_s
+
 TILE = 256
 GSD = 2.5
 RESAMPLED_GSD = 3.0
@@ -103,16 +105,6 @@ class Meter:
         self.cpu_s = _group_cpu_s() - self._own
         busy = _busy_s() - self._busy
         self.others_cores = max(0.0, busy - self.cpu_s) / self.seconds
-
-
-def _busy_s() -> float:
-    """Non-idle CPU seconds of the whole machine since boot (nan where /proc/stat is missing)."""
-    try:
-        with open("/proc/stat") as fh:
-            vals = [int(v) for v in fh.readline().split()[1:9]]
-    except OSError:
-        return float("nan")
-    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _group_cpu_s() -> float:

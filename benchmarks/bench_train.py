@@ -43,22 +43,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._load import busy_s as _busy_s
+
 TARGET_RATIO = 3.0
 REPO = Path(__file__).resolve().parent.parent
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _busy_s() -> float:
-    """Non-idle CPU seconds of the whole machine since boot (nan without /proc/stat)."""
-    try:
-        with open("/proc/stat") as fh:
-            vals = [int(v) for v in fh.readline().split()[1:9]]
-    except OSError:
-        return float("nan")
-    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_s() -> float:

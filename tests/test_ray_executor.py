@@ -111,3 +111,21 @@ def test_worker_killed_mid_partition_is_retried_without_duplicates(
     assert sorted(keys) == sorted(corpus_keys(reference))
     assert shard_checksums(out) == shard_checksums(reference)
     assert not manifest.get("failed_partitions")
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsdata.errors import MissingDependencyError
+    from rsdata.executors import ray_executor
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rsdata\[ray\]'"):
+        ray_executor._ray()
+
+
+def test_actors_ask_for_the_gpus_their_stages_declare(scene: tuple[Path, Path], tmp_path: Path) -> None:
+    from rsdata.executors.ray_executor import stage_resources
+
+    plan = build_plan(load_recipe(scene[1]), tmp_path / "out")
+    assert stage_resources(plan) == {"num_cpus": 1, "num_gpus": 0.0}
+    plan.stages[0].resources = lambda: {"num_gpus": 0.5}  # type: ignore[method-assign]
+    assert stage_resources(plan)["num_gpus"] == 0.5

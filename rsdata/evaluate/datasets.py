@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rsdata.errors import InputError, RsdataError
+from rsdata.errors import InputError
 from rsdata.train.corpus import captions_of, image_bytes, is_holdout, list_shards, read_shard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -30,7 +30,7 @@ DEFAULT_TEMPLATES = (
 )
 
 
-class EvalDataError(RsdataError):
+class EvalDataError(InputError):
     """An evaluation set is empty, malformed, or refers to missing images."""
 
 
@@ -104,21 +104,33 @@ def shard_retrieval_set(corpora: list[str], holdout: float = 0.0, holdout_seed: 
 
 
 # -- Karpathy JSON ---------------------------------------------------------------------------------
-def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str | None = "test",
-                  max_images: int | None = None) -> RetrievalSet:
-    """A Karpathy-format caption file (RSICD / UCM-captions / Sydney-captions / RSITMD)."""
-    path, root = Path(json_path), Path(image_dir)
+def karpathy_entries(path: Path) -> list[dict[str, Any]]:
+    """The ``images`` list of a Karpathy-style caption file, each entry with a ``filename``.
+
+    Shared by evaluation and the eval-leakage guard (rsdata.filtering.leakage).
+    """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"caption file {path} not found") from None
-    except json.JSONDecodeError as exc:
+    except (OSError, ValueError) as exc:
         raise EvalDataError(f"{path} is not valid JSON: {exc}") from None
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise EvalDataError(f"{path} is not a Karpathy-style caption file: expected a top-level object "
                             "with an 'images' list (images[].filename, images[].sentences[].raw, "
                             "images[].split)")
+    for i, entry in enumerate(images):
+        if not isinstance(entry, dict) or not entry.get("filename"):
+            raise EvalDataError(f"{path}: images[{i}] has no 'filename'")
+    return images
+
+
+def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str | None = "test",
+                  max_images: int | None = None) -> RetrievalSet:
+    """A Karpathy-format caption file (RSICD / UCM-captions / Sydney-captions / RSITMD)."""
+    path, root = Path(json_path), Path(image_dir)
+    images = karpathy_entries(path)
     if not root.is_dir():
         raise InputError(f"image folder {root} not found (the folder holding the files named in "
                          f"{path.name})")
@@ -126,8 +138,6 @@ def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str | Non
     out = RetrievalSet(f"{path.stem}[{split or 'all'}]")
     missing: list[str] = []
     for i, entry in enumerate(images):
-        if not isinstance(entry, dict) or "filename" not in entry:
-            raise EvalDataError(f"{path}: images[{i}] has no 'filename'")
         entry_split = str(entry.get("split", ""))
         splits[entry_split] = splits.get(entry_split, 0) + 1
         if split and entry_split != split:

@@ -65,20 +65,13 @@ def folder_images(root: Path) -> list[Path]:
 
 def karpathy_images(json_path: Path, images_dir: Path | None, splits: tuple[str, ...] | None) -> list[Path]:
     """The image paths a Karpathy-style JSON lists (optionally only some splits)."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {json_path} as JSON ({exc})") from None
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        raise InputError(f"{json_path} is not a Karpathy-style caption file: it needs an 'images' list "
-                         "whose items have 'filename' (and 'split', 'sentences')")
+    from rsdata.evaluate.datasets import karpathy_entries
+
+    images = karpathy_entries(json_path)
     if images_dir is None:
         images_dir = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
     paths: list[Path] = []
-    for i, item in enumerate(images):
-        if not isinstance(item, dict) or not item.get("filename"):
-            raise InputError(f"{json_path}: images[{i}] has no 'filename'")
+    for item in images:
         if splits and item.get("split") not in splits:
             continue
         sub = images_dir / item["filepath"] if item.get("filepath") else images_dir
