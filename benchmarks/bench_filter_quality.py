@@ -127,7 +127,8 @@ def corrupt(data: Path, out: Path, held_out_prefix: str, fraction: float, seed: 
     Captions are swapped within the training photo and within the held-out photo separately, so
     no held-out caption reaches training. Returns (corrupted corpus, the corrupted keys).
     """
-    from rsdata.filtering.corpus import Corpus, DerivedCorpusWriter
+    from rsdata.corpus import Corpus
+    from rsdata.corpus.derived import DerivedCorpusWriter
 
     corpus = Corpus(data)
     samples = [e.sample() for e in corpus.entries()]

@@ -32,7 +32,7 @@ from rsdata.llm.prompts import STYLES, build_prompt
 from rsdata.llm.report import llm_summary
 from rsdata.llm.stage import clean_answer
 from rsdata.llm.validator import Limits, Validator
-from rsdata.manifest import load_manifest
+from rsdata.corpus.manifest import load_manifest
 from rsdata.llm.lexicon import CELLS
 
 LABELED = Path(__file__).resolve().parents[1] / "tests" / "data" / "llm_labeled.jsonl"

@@ -527,20 +527,21 @@ def spine_breakdown(tif: Path, geojson: Path, work: Path, gsd: float, max_tiles:
     (after a warm-up that builds the OSM index): where the spine's time goes."""
     from rsdata import schemas
     from rsdata.captions.templates import captions_for
-    from rsdata.sources.raster import Partition, RasterTiler
+    from rsdata.corpus.writer import ShardWriter
+    from rsdata.sources.base import Partition
+    from rsdata.sources.raster import RasterBlock
     from rsdata.stats import StageStats
-    from rsdata.writer import ShardWriter
 
     out_dir = Path(tempfile.mkdtemp(prefix="breakdown-", dir=work))
     try:
         plan = make_plan(tif, geojson, out_dir, gsd)
         osm = plan.stages[0]
         parts = plan.partitions
-        tiles = [t for p in parts for t in p.tiles][:max_tiles]
-        part = Partition("bench-breakdown", parts[0].raster, tiles)
-        tiler = RasterTiler(plan.recipe.source)
+        tiles = [t for p in parts for t in p.payload.tiles][:max_tiles]
+        source = next(iter(plan.sources.values()))
+        part = Partition("bench-breakdown", source.id, len(tiles), RasterBlock(parts[0].payload.raster, tiles))
         t = time.perf_counter()
-        samples = list(tiler(part, StageStats("tile")))
+        samples = list(source.read(part, StageStats("tile")))
         t_tile = time.perf_counter() - t
         n = len(samples)
         osm.join(samples[0])  # builds the worker-side index
@@ -647,16 +648,19 @@ def join_features(rng: np.random.Generator, sz: Sizes, variant: str) -> Features
 def bench_join(tif: Path, work: Path, sz: Sizes, seed: int, repeats: int) -> dict[str, Any]:
     from rsdata.osm.join import OsmJoin
     from rsdata.recipe import parse_recipe
-    from rsdata.sources.raster import Partition, RasterTiler, plan_raster
+    from rsdata.sources.base import Partition
+    from rsdata.sources.raster import RasterBlock, RasterSource, plan_raster
     from rsdata.stage import RunContext
     from rsdata.stats import StageStats
 
     recipe = parse_recipe(spine_recipe(tif, None, work / "unused", GSD), base_dir=work)
     src_cfg = recipe.source
     prov = {"display_path": tif.name, "sha256": "0" * 64, "license": "bench", "attribution": "bench"}
-    info, windows = plan_raster(src_cfg["rasters"][0], tif, src_cfg, prov)
+    source = RasterSource(src_cfg, "raster")
+    info, windows = plan_raster(src_cfg["rasters"][0], tif, source.settings, prov)
     sel = [w for w in windows if w.col < sz.join_block and w.row < sz.join_block]
-    samples = list(RasterTiler(src_cfg)(Partition("join", info, sel), StageStats("tile")))
+    samples = list(source.read(Partition("join", "raster", len(sel), RasterBlock(info, sel)),
+                               StageStats("tile")))
     rng = np.random.default_rng(seed + 1)
     out: dict[str, Any] = {"tiles": len(samples)}
     for variant in ("1x", "10x_outside", "10x_inside"):
@@ -666,8 +670,8 @@ def bench_join(tif: Path, work: Path, sz: Sizes, seed: int, repeats: int) -> dic
         state = Path(tempfile.mkdtemp(prefix="join-state-", dir=work))
         stage = OsmJoin({"sources": [{"path": str(gj)}]})
         ctx = RunContext(base_dir=work, state_dir=state,
-                         raster_bounds_wgs84=[tuple(info.extra["bounds_wgs84"])],
-                         raster_crs=[info.crs_wkt])
+                         footprints_wgs84=[tuple(info.extra["bounds_wgs84"])],
+                         footprint_crs=[info.crs_wkt])
         t = time.perf_counter()
         report = stage.prepare(ctx)
         prepare_s = time.perf_counter() - t

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rsdata import __version__
 from rsdata.argtypes import positive_int as _positive_int
-from rsdata.errors import RsdataError
+from rsdata.errors import RsdataError, UsageError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -21,18 +21,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rsdata.plan import build_plan
     from rsdata.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
-    plan = build_plan(recipe, Path(args.out) if args.out else None, overwrite=args.overwrite)
-    if not args.quiet:
-        print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} tiles "
-              f"-> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
-    if args.executor == "ray":
-        from rsdata.executors.ray_executor import run_ray
+    from rsdata.lock import command_line, output_lock
 
-        result = run_ray(plan, workers=args.workers if args.workers_given else None,
-                         address=args.address, progress=not args.quiet)
-    else:
-        result = run_local(plan, workers=args.workers, progress=not args.quiet)
+    recipe = load_recipe(args.recipe)
+    out_dir = Path(args.out) if args.out else recipe.output_dir()
+    # one run per output directory, held from before the plan claims it until the manifest is written
+    with output_lock(out_dir, command_line()) as lock:
+        plan = build_plan(recipe, out_dir, overwrite=args.overwrite)
+        lock.check()  # --overwrite may have cleared OUT/.rsdata, lock file included
+        if not args.quiet:
+            print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} tiles "
+                  f"-> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
+        if args.executor == "ray":
+            from rsdata.executors.ray_executor import run_ray
+
+            result = run_ray(plan, workers=args.workers if args.workers_given else None,
+                             address=args.address, progress=not args.quiet)
+        else:
+            result = run_local(plan, workers=args.workers, progress=not args.quiet)
     print(summary(result))
     return 0
 
@@ -84,9 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, paths of the wrong kind: an ``--out`` (of any command) that is a
+    file, and ``rsdata inspect FILE``."""
+    from rsdata.lock import check_output_dir
+
+    if getattr(args, "out", None):
+        check_output_dir(Path(args.out), "--out")
+    if args.command == "inspect":
+        target = Path(args.dir)
+        if target.exists() and not target.is_dir():
+            hint = (f" (this is a manifest: run rsdata inspect {target.parent})"
+                    if target.name == "manifest.json" else "")
+            raise UsageError(f"rsdata inspect {target}: it is a file, not a corpus directory{hint}. "
+                             "Give the output directory of rsdata run, the folder that holds "
+                             "manifest.json and shards/.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
         return int(args.func(args))
     except RsdataError as exc:
         print(f"rsdata: error: {exc}", file=sys.stderr)

@@ -41,3 +41,12 @@ class RunFailedError(RsdataError):
 
 class OutputWriteError(RsdataError):
     """Writing the output failed (disk full, quota, file size limit): the run stops."""
+
+
+class OutputLockedError(OutputConflictError):
+    """Another rsdata process holds the output directory's lock (``OUT/.rsdata/lock``)."""
+
+
+class UsageError(RsdataError):
+    """Command-line arguments that cannot work: options that do not fit together, a file given
+    where a directory is needed (``--out``, ``rsdata inspect DIR``)."""

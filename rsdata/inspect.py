@@ -7,52 +7,33 @@ Writes ``contact_sheet.png``, ``tag_histogram.png``, ``report.txt`` and ``summar
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 import statistics
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Union
+from typing import Any, Iterator, Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from rsdata.llm.report import llm_summary, section_llm
-from rsdata.manifest import load_manifest
-from rsdata.writer import atomic_write_bytes
+from rsdata.corpus.manifest import load_manifest
+from rsdata.corpus.reader import iter_shard
+from rsdata.errors import RsdataError
+from rsdata.inputs import sha256_file
+from rsdata.atomic import atomic_write_bytes
 
 SUMMARY_FORMAT = "rsdata-inspect/1"
 TOP_TAGS = 15
 READ_EXTS = ("json", "txt", "jpg", "jpeg", "png")
 IMAGE_EXTS = ("jpg", "jpeg", "png")
-CHUNK = 1 << 20
 
 Font = Union[ImageFont.FreeTypeFont, ImageFont.ImageFont]
 
 # --- reading shards ---------------------------------------------------------------------------
-
-
-class _HashingReader:
-    """A read-only file wrapper that hashes and counts every byte read through it."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.nbytes = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.sha.update(data)
-        self.nbytes += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
 
 
 @dataclass
@@ -62,35 +43,6 @@ class TarSample:
     key: str
     extensions: list[str] = field(default_factory=list)
     data: dict[str, bytes] = field(default_factory=dict)
-
-
-def split_member_name(name: str) -> tuple[str, str] | None:
-    """``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``): keys end at the basename's first dot."""
-    head, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not dot or not stem:
-        return None
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
-def iter_tar_samples(tar: tarfile.TarFile) -> Iterator[TarSample]:
-    """Group consecutive regular members by key, reading only the members we need."""
-    current: TarSample | None = None
-    for member in tar:
-        split = split_member_name(member.name) if member.isfile() else None
-        if split is None:
-            continue
-        key, ext = split
-        if current is None or current.key != key:
-            if current is not None:
-                yield current
-            current = TarSample(key)
-        current.extensions.append(ext)
-        if ext in READ_EXTS:
-            fh = tar.extractfile(member)
-            current.data[ext] = fh.read() if fh is not None else b""
-    if current is not None:
-        yield current
 
 
 @dataclass
@@ -126,21 +78,24 @@ class ShardCheck:
 
 
 def read_shard(path: Path, check: ShardCheck) -> Iterator[TarSample]:
-    """Yield a shard's samples while hashing it; problems go into ``check``, never raise."""
+    """Yield a shard's samples while hashing it (through the one corpus reader, so hostile
+    members are refused the same way everywhere); problems go into ``check``, never raise."""
     if not path.is_file():
         check.problems.append("missing: the file does not exist")
         return
-    with open(path, "rb") as raw:
-        reader = _HashingReader(raw)
-        try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                for sample in iter_tar_samples(tar):
-                    check.samples += 1
-                    yield sample
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            check.read_error = f"unreadable tar after {check.samples} samples ({exc})"
-        reader.drain()
-    check.nbytes, check.sha256 = reader.nbytes, reader.sha.hexdigest()
+
+    def digest(nbytes: int, sha256: str) -> None:
+        check.nbytes, check.sha256 = nbytes, sha256
+
+    try:
+        for raw in iter_shard(path, None, READ_EXTS, digest=digest, list_unread=True):
+            key = raw.pop("__key__")
+            sample = TarSample(key, list(raw), {k: v for k, v in raw.items() if v is not None})
+            check.samples += 1
+            yield sample
+    except RsdataError as exc:
+        check.read_error = f"unreadable tar after {check.samples} samples ({exc})"
+        check.nbytes, check.sha256 = path.stat().st_size, sha256_file(path)
     check.finish()
 
 
@@ -716,7 +671,7 @@ def inspect_corpus(out_dir: Path, samples: int = 12, out: Path | None = None) ->
     """Check and summarise the corpus in ``out_dir``; write PNGs, report and summary to ``out``."""
     out_dir = Path(out_dir)
     base = out_dir.parent if out_dir.is_file() else out_dir
-    manifest = load_manifest(out_dir)
+    manifest = load_manifest(out_dir, allow_failed=True)
     out = Path(out) if out is not None else base / "inspect"
     scan = scan_corpus(base, manifest, samples)
     summary = build_summary(base, manifest, scan)

@@ -1,4 +1,5 @@
-"""Turn a recipe into a run plan: checked inputs, partitions, prepared stages, a recipe hash."""
+"""Turn a recipe into a run plan: checked inputs, every source's partitions, prepared stages,
+a recipe hash."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rsdata.errors import InputError, OutputConflictError
+from rsdata.errors import OutputConflictError, RecipeError
 from rsdata.inputs import InputRegistry
 from rsdata.recipe import Recipe, parse_bytes
-from rsdata.remote import is_url
-from rsdata.sources.raster import Partition, make_partitions, plan_raster
+from rsdata.sources import Partition, PlanContext, Source, SourcePlan, create_source
 from rsdata.stage import RunContext, Stage, create_stage
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 STATE_DIR = ".rsdata"
 
@@ -27,13 +27,26 @@ class RunPlan:
     out_dir: Path
     recipe_hash: str
     partitions: list[Partition]
+    sources: dict[str, Source]  # by source id, in recipe order
     stages: list[Stage]
-    sources: list[dict[str, Any]]
-    reports: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]]  # every input file read (the manifest's ``sources``)
+    parents: list[dict[str, Any]] = field(default_factory=list)
+    footprints_wgs84: list[tuple[float, float, float, float]] = field(default_factory=list)
+    footprint_crs: list[str] = field(default_factory=list)
+    reports: dict[str, Any] = field(default_factory=dict)  # stage name -> prepare() report
+    source_reports: dict[str, Any] = field(default_factory=dict)  # source id -> plan report
 
     @property
     def state_dir(self) -> Path:
         return self.out_dir / STATE_DIR
+
+    @property
+    def source_ids(self) -> list[str]:
+        return list(self.sources)
+
+    @property
+    def source_stats_names(self) -> set[str]:
+        return {s.stats_name for s in self.sources.values()}
 
     @property
     def max_samples(self) -> int:
@@ -45,16 +58,8 @@ class RunPlan:
 
     @property
     def n_tiles(self) -> int:
-        return sum(len(p.tiles) for p in self.partitions)
-
-
-def _display(path: Path, recipe: Recipe) -> str:
-    """A path as a reader of the manifest would want it: relative to the current directory
-    when it lies below it, else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
+        """Items (tiles, samples) the sources will read."""
+        return sum(p.size for p in self.partitions)
 
 
 def _has_output(out_dir: Path) -> bool:
@@ -96,49 +101,37 @@ def _claim_output(out_dir: Path, recipe: Recipe, recipe_hash: str, overwrite: bo
 
 
 def build_plan(recipe: Recipe, out_dir: Path | None = None, overwrite: bool = False) -> RunPlan:
-    """Check every input, lay the tiles, claim the output directory and prepare the stages."""
+    """Check every input, plan every source's partitions, claim the output directory and
+    prepare the stages."""
     out_dir = Path(out_dir) if out_dir else recipe.output_dir()
     registry = InputRegistry([recipe.resolve(p) for p in recipe.data.get("inputs", [])])
-    src_cfg = recipe.source
-    sources: list[dict[str, Any]] = []
+    pctx = PlanContext(base_dir=recipe.base_dir, out_dir=out_dir, registry=registry,
+                       allow_remote=recipe.allow_remote)
+    sources: dict[str, Source] = {}
+    plans: dict[str, SourcePlan] = {}
+    for source_id, cfg, prefix in recipe.source_entries():
+        if source_id in sources:
+            raise RecipeError(f"sources: ids must be unique (they prefix sample keys); repeated: {source_id!r}")
+        source = create_source(cfg, source_id, prefix)
+        sources[source_id] = source
+        plans[source_id] = source.plan(pctx)
+    inputs: list[dict[str, Any]] = []
     checksums: dict[str, str] = {}
-    rasters = []
-    for entry in src_cfg["rasters"]:
-        path = recipe.resolve(entry["path"])
-        prov = registry.describe(path, "imagery") if path.is_file() else None
-        display = entry["path"] if is_url(entry["path"]) else _display(path, recipe)
-        provenance = {"display_path": display, "sha256": prov.sha256 if prov else "",
-                      "license": prov.license if prov else "unknown",
-                      "attribution": prov.attribution if prov else "unknown"}
-        info, windows = plan_raster(entry, path, src_cfg, provenance)
-        assert prov is not None
-        sources.append(prov.to_json(display))
-        checksums[entry["path"] if is_url(entry["path"]) else os.path.relpath(path, recipe.base_dir)] = prov.sha256
-        rasters.append((info, windows))
-    if not any(windows for _, windows in rasters):
-        raise InputError("no raster of the recipe is large enough for one tile of "
-                         f"{src_cfg['tile']['size']} px at {src_cfg['tile'].get('gsd') or 'native'} m; "
-                         "use smaller tiles (source.tile.size) or a finer gsd")
-    for info, windows in rasters:
-        if not windows:
-            print(f"rsdata: warning: raster {info.id} ({info.extra['width']} x {info.extra['height']} px) "
-                  "is smaller than one tile: it gives no tiles", file=sys.stderr)
-    ids = [info.id for info, _ in rasters]
-    dupes = {i for i in ids if ids.count(i) > 1}
-    if dupes:
-        from rsdata.errors import RecipeError
-
-        raise RecipeError(f"source.rasters: ids must be unique (they prefix sample keys); repeated: {sorted(dupes)}")
-
+    for sp in plans.values():
+        for rec in sp.inputs:
+            inputs.append(rec.manifest_entry)
+            if rec.hash_key:
+                checksums[rec.hash_key] = rec.sha256
+    footprints = [b for sp in plans.values() for b in sp.footprints_wgs84]
+    footprint_crs = [c for sp in plans.values() for c in sp.footprint_crs]
     stages = [create_stage(cfg) for cfg in recipe.stages]
     ctx = RunContext(base_dir=recipe.base_dir, state_dir=out_dir / STATE_DIR,
-                     raster_bounds_wgs84=[tuple(i.extra["bounds_wgs84"]) for i, _ in rasters],
-                     raster_crs=[i.crs_wkt for i, _ in rasters], allow_remote=recipe.allow_remote)
+                     footprints_wgs84=footprints, footprint_crs=footprint_crs,
+                     allow_remote=recipe.allow_remote)
     for stage, cfg in zip(stages, recipe.stages):
         for path in stage.input_files(ctx):
             prov = registry.describe(path, "osm" if cfg["type"] == "osm_join" else "other")
-            display = _display(path, recipe)
-            sources.append(prov.to_json(display))
+            inputs.append(prov.to_json(pctx.display(path)))
             checksums[os.path.relpath(path, recipe.base_dir)] = prov.sha256
     recipe_hash = recipe.hash(checksums)
     _claim_output(out_dir, recipe, recipe_hash, overwrite)
@@ -147,8 +140,9 @@ def build_plan(recipe: Recipe, out_dir: Path | None = None, overwrite: bool = Fa
         report = stage.prepare(ctx)
         if report:
             reports[stage.name] = report
-    partitions: list[Partition] = []
-    for info, windows in rasters:
-        partitions.extend(make_partitions(info, windows, int(src_cfg["partition_size"])))
+    partitions = [p for sp in plans.values() for p in sp.partitions]
     return RunPlan(recipe=recipe, out_dir=out_dir, recipe_hash=recipe_hash, partitions=partitions,
-                   stages=stages, sources=sources, reports=reports)
+                   sources=sources, stages=stages, inputs=inputs,
+                   parents=[p for sp in plans.values() for p in sp.parents],
+                   footprints_wgs84=footprints, footprint_crs=footprint_crs, reports=reports,
+                   source_reports={sid: sp.report for sid, sp in plans.items() if sp.report})

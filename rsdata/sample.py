@@ -7,6 +7,10 @@ processes and Ray tasks. On disk it is one WebDataset entry::
     {key}.tif               optional full-band chip (original dtype, CRS, transform)
     {key}.txt               the primary caption
     {key}.json              ``meta``, valid against schemas/sample.schema.json
+    {key}.{name}            extra members (``layout.png``, ``vqa.json``, ``boxes.json``, ...)
+
+Extra members travel untouched from reader to writer: a stage that adds one sets
+``sample.extra[name] = bytes``; nothing else needs to know about it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from typing import Any
 SCHEMA_VERSION = 1
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 IMAGE_FORMATS = ("jpg", "png")
+# members every sample has a fixed meaning for; anything else is an extra member
+CORE_MEMBERS = frozenset(IMAGE_FORMATS) | {"txt", "json", "tif"}
+# the one member-name rule (what follows the key's dot): lower-case letters, digits, '_', '-',
+# and dots between parts; e.g. ``json``, ``layout.png``, ``vqa.json``
+MEMBER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
 
 
 def sanitize_key(text: str) -> str:
@@ -27,6 +36,14 @@ def sanitize_key(text: str) -> str:
     if not key:
         raise ValueError(f"cannot make a sample key from {text!r}")
     return key
+
+
+def check_member_name(name: str) -> str:
+    """Raise ``ValueError`` unless ``name`` is a valid member name (see ``MEMBER_PATTERN``)."""
+    if not MEMBER_PATTERN.match(name) or ".." in name:
+        raise ValueError(f"member name {name!r}: use lower-case letters, digits, '_' and '-', "
+                         "with dots only between parts (e.g. layout.png)")
+    return name
 
 
 @dataclass
@@ -54,6 +71,7 @@ class Sample:
     image_format: str = "jpg"
     meta: dict[str, Any] = field(default_factory=dict)
     tif: bytes | None = None
+    extra: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not KEY_PATTERN.match(self.key):
@@ -63,6 +81,12 @@ class Sample:
             )
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, not {self.image_format!r}")
+        for name, value in self.extra.items():
+            check_member_name(name)
+            if name in CORE_MEMBERS:
+                raise ValueError(f"extra member {name!r} of sample {self.key} is a core member name")
+            if not isinstance(value, bytes):
+                raise ValueError(f"extra member {name!r} of sample {self.key} must be bytes")
         self.meta.setdefault("captions", [])
         self.meta.setdefault("scores", {})
 
@@ -93,6 +117,8 @@ class Sample:
         }
         if self.tif is not None:
             entry["tif"] = self.tif
+        for name in sorted(self.extra):
+            entry[name] = self.extra[name]
         return entry
 
     @classmethod
@@ -108,4 +134,5 @@ class Sample:
             image_format=fmt,
             meta=json.loads(meta) if isinstance(meta, (bytes, str)) else dict(meta),
             tif=entry.get("tif"),
+            extra={k: v for k, v in entry.items() if k != "__key__" and k not in CORE_MEMBERS},
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,8 +25,10 @@ class RunContext:
 
     base_dir: Path  # recipe directory: relative input paths resolve against it
     state_dir: Path  # out/.rsdata: caches and markers
-    raster_bounds_wgs84: list[tuple[float, float, float, float]]
-    raster_crs: list[str]
+    # where the run's samples lie: one WGS84 bbox (and its native CRS as WKT) per footprint
+    # a source declared (a raster, a layout grid, a parent corpus's extent); empty when unknown
+    footprints_wgs84: list[tuple[float, float, float, float]] = field(default_factory=list)
+    footprint_crs: list[str] = field(default_factory=list)
     allow_remote: bool = False
 
     def resolve(self, path: str) -> Path:

@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rsdata import __version__
-from rsdata.manifest import write_manifest
+from rsdata.corpus.manifest import write_manifest
 from rsdata.sample import Sample
-from rsdata.writer import ShardWriter
+from rsdata.corpus.writer import ShardWriter
 
 TINY_CLIP_IMAGE = 32
 
@@ -85,7 +85,7 @@ def encode(img: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:
 def sample_meta(key: str, caption: str | None, scores: dict[str, float] | None = None) -> dict[str, Any]:
     """Metadata that is valid against schemas/sample.schema.json."""
     captions = [{"text": caption, "kind": "template", "template": "test.v1"}] if caption else []
-    return {"schema_version": 1, "key": key, "synthetic": False,
+    return {"schema_version": 1, "key": key, "synthetic": False, "origin": {"type": "raster"},
             "source": {"type": "raster", "id": "t", "license": "CC0-1.0", "attribution": "test scenes"},
             "geo": {"crs": "EPSG:32734", "bounds": [0, 0, 96, 96], "bounds_wgs84": [20.0, -34.1, 20.01, -34.0],
                     "gsd_m": 1.0, "size": [96, 96], "bands": [1, 2, 3]},

@@ -240,7 +240,7 @@ def test_crs_in_the_recipe_is_ignored_when_the_file_has_one(
         raster_files: dict[str, Path], make_recipe: MakeRecipe, tmp_path: Path) -> None:
     plan = build_plan(load_recipe(make_recipe(raster_files["utm_grey"], crs="EPSG:4326")),
                       tmp_path / "out")
-    info = plan.partitions[0].raster
+    info = plan.partitions[0].payload.raster
     assert "UTM zone 34S" in info.crs_wkt and info.crs_from_recipe is False
 
 
@@ -474,9 +474,9 @@ def test_matching_checksum_carries_license(raster_files: dict[str, Path],
     raster = raster_files["utm_grey"]
     manifest = write_inputs_manifest(tmp_path, raster, sha256_file(raster))
     plan = build_plan(load_recipe(make_recipe(raster, inputs=[str(manifest)])), tmp_path / "out")
-    assert plan.sources[0]["license"] == "CC-BY-4.0"
-    assert plan.sources[0]["manifest"] == str(manifest)
-    assert plan.partitions[0].raster.license == "CC-BY-4.0"
+    assert plan.inputs[0]["license"] == "CC-BY-4.0"
+    assert plan.inputs[0]["manifest"] == str(manifest)
+    assert plan.partitions[0].payload.raster.license == "CC-BY-4.0"
 
 
 def test_missing_or_invalid_inputs_manifest(raster_files: dict[str, Path],

@@ -15,7 +15,7 @@ from rasterio.io import MemoryFile
 from caption_check import caption_problems
 from rsdata import schemas
 from rsdata.cli import main
-from rsdata.manifest import load_manifest, shard_paths
+from rsdata.corpus.manifest import load_manifest, shard_paths
 from rsdata.osm.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import yaml
 from fixtures.scene import corpus_keys, shard_checksums, write_recipe, write_scene
 from rsdata.errors import RunFailedError
 from rsdata.executors.local import run_local
-from rsdata.manifest import load_manifest
+from rsdata.corpus.manifest import load_manifest
 from rsdata.plan import build_plan
 from rsdata.recipe import load_recipe
 
@@ -62,12 +62,12 @@ def test_a_raising_partition_is_reported_and_the_others_are_kept(
     with pytest.raises(RunFailedError) as err:
         run(recipe, out)
     text = str(err.value)
-    assert "partitions failed" in text and "bad-0000" in text and "truncated" in text
+    assert "partitions failed" in text and "bad.0000" in text and "truncated" in text
     assert "max_error_rate" in text
     assert not (out / "manifest.json").exists()
     markers = {p.stem for p in (out / ".rsdata" / "partitions").glob("*.json")}
-    assert any(m.startswith("good-") for m in markers), "finished partitions must be kept"
-    failed = set(re.findall(r"(bad-\d{5}):", text))
+    assert any(m.startswith("good.") for m in markers), "finished partitions must be kept"
+    failed = set(re.findall(r"(bad\.\d{5}):", text))
     assert failed and not failed & markers, "a failed partition must not count as done"
 
 
@@ -77,9 +77,9 @@ def test_max_error_rate_lets_a_run_finish_and_lists_the_failures(
     out = tmp_path / "out"
     manifest = run(recipe, out)
     failed = manifest["failed_partitions"]
-    assert failed and all(f["partition"].startswith("bad-") and "truncated" in f["error"] for f in failed)
+    assert failed and all(f["partition"].startswith("bad.") and "truncated" in f["error"] for f in failed)
     assert manifest["nsamples"] == len(corpus_keys(out)) > 0
-    assert all(s["partition"].startswith(("good-", "bad-")) for s in manifest["shards"])
+    assert all(s["partition"].startswith(("good.", "bad.")) for s in manifest["shards"])
     failed_ids = {f["partition"] for f in failed}
     assert not failed_ids & {s["partition"] for s in manifest["shards"]}
     # a rerun retries exactly the failed partitions (they still fail: the file is still bad)
@@ -95,7 +95,8 @@ def test_max_drop_rate_fails_a_run_that_loses_too_much(tmp_path: Path, scene: tu
     out = tmp_path / "out"
     with pytest.raises(RunFailedError, match="max_drop_rate"):
         run(recipe, out)
-    assert load_manifest(out)["nsamples"] == 0  # written, so the losses can be inspected
+    assert load_manifest(out, allow_failed=True)["nsamples"] == 0  # written, so the losses can be inspected
+    assert load_manifest(out, allow_failed=True)["status"] == "failed"
 
 
 def test_half_written_shards_are_never_listed_and_are_cleaned(tmp_path: Path, scene: tuple[Path, Path]) -> None:
@@ -104,13 +105,13 @@ def test_half_written_shards_are_never_listed_and_are_cleaned(tmp_path: Path, sc
     run(recipe, reference)
     out = tmp_path / "out"
     run(recipe, out)
-    # simulate a crash inside partition scene-00002: its marker never got written, a shard was
+    # simulate a crash inside partition scene.00002: its marker never got written, a shard was
     # half-written under its temp name and another was cut short under its final name
-    (out / ".rsdata" / "partitions" / "scene-00002.json").unlink()
+    (out / ".rsdata" / "partitions" / "scene.00002.json").unlink()
     (out / "manifest.json").unlink()
     shards = out / "shards"
-    (shards / ".scene-00002-00000.tar.tmp4242").write_bytes(b"half a tar")
-    cut = shards / "scene-00002-00000.tar"
+    (shards / ".scene.00002.00000.tar.tmp4242").write_bytes(b"half a tar")
+    cut = shards / "scene.00002.00000.tar"
     cut.write_bytes(cut.read_bytes()[:700])
     manifest = run(recipe, out)
     assert manifest["timing"]["partitions_run"] == 1

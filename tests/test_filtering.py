@@ -18,7 +18,7 @@ from rsdata.filtering.dedup import HashIndex, bit_blocks, choose_kept, cosine_ma
 from rsdata.filtering.hashing import TRANSFORMS, dihedral_distance, hamming, image_hashes
 from rsdata.filtering.leakage import EvalIndex, find_leaks
 from rsdata.filtering.fingerprints import FingerprintBuilder
-from rsdata.manifest import load_manifest
+from rsdata.corpus.manifest import load_manifest
 from scoring_helpers import encode, scene, write_corpus
 from fixtures import rasters as fx
 
@@ -154,7 +154,7 @@ def test_dedup_drops_each_copy_once_and_keeps_the_best(tmp_path: Path) -> None:
 
     out = tmp_path / "dedup"
     manifest = reshard(corpus, subset, out)
-    assert manifest["nsamples"] == 12 and manifest["parent"] == "../corpus/manifest.json"
+    assert manifest["nsamples"] == 12 and manifest["parent"]["path"] == "../corpus/manifest.json"
     assert manifest["stages"][-1] == {"name": "filter", "in": 16, "out": 12,
                                       "dropped": {"exact_duplicate": 1, "near_duplicate": 3}}
     assert [e.key for e in Corpus(out).entries()] == [k for k in subset.keys if k not in subset.dropped]

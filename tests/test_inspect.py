@@ -14,7 +14,8 @@ from PIL import Image
 
 from rsdata import schemas
 from rsdata.cli import main
-from rsdata.inspect import inspect_corpus, pick_indices, split_member_name
+from rsdata.corpus.reader import UnsafeShardError, split_member
+from rsdata.inspect import inspect_corpus, pick_indices
 
 LICENSE = "CC-BY-4.0"
 
@@ -65,7 +66,7 @@ def sample_json(key: str, tags: list[tuple[str, str, bool]],
     caps = [{"text": t, "kind": k, **({"template": tpl} if tpl else {}), **LLM_PROVENANCE.get(k, {})}
             for t, k, tpl in captions]
     meta = {
-        "schema_version": 1, "key": key, "synthetic": False,
+        "schema_version": 1, "key": key, "synthetic": False, "origin": {"type": "raster"},
         "source": {"type": "raster", "id": "test-src", "license": LICENSE, "attribution": "test"},
         "geo": {"crs": "EPSG:32734", "bounds": [0, 0, 64, 64],
                 "bounds_wgs84": [20.0, -34.0, 20.1, -33.9], "gsd_m": 0.5, "size": [48, 32],
@@ -189,10 +190,19 @@ def test_pick_indices_are_even_and_deterministic() -> None:
     assert pick_indices(0, 12) == [] and pick_indices(5, 1) == [2]
 
 
-def test_split_member_name() -> None:
-    assert split_member_name("a_1.jpg") == ("a_1", "jpg")
-    assert split_member_name("dir.x/a_1.seg.PNG") == ("dir.x/a_1", "seg.png")
-    assert split_member_name("README") is None
+def test_inspect_uses_the_one_member_name_rule() -> None:
+    import tarfile
+
+    def member(name: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        return info
+
+    assert split_member(member("a_1.jpg"), "s.tar") == ("a_1", "jpg")
+    assert split_member(member("a_1.layout.PNG"), "s.tar") == ("a_1", "layout.png")
+    for bad in ("dir.x/a_1.seg.png", "README", "../a.jpg", ".a.jpg", "a b.jpg"):
+        with pytest.raises(UnsafeShardError):
+            split_member(member(bad), "s.tar")
 
 
 def test_tampered_shard_is_reported(corpus: Path) -> None:

@@ -27,7 +27,7 @@ from rsdata.llm.backends import GenRequest, LlmBackendError
 from rsdata.llm.facts import Fact
 from rsdata.llm.openai_http import OpenAIBackend
 from rsdata.llm.prompts import build_prompt
-from rsdata.manifest import load_manifest, shard_paths
+from rsdata.corpus.manifest import load_manifest, shard_paths
 
 MODEL = "test-model"
 

@@ -23,7 +23,7 @@ from rsdata.llm.facts import build_facts
 from rsdata.llm.local import TransformersBackend
 from rsdata.llm.prompts import build_prompt
 from rsdata.llm.stage import LlmCaption
-from rsdata.manifest import load_manifest, shard_paths
+from rsdata.corpus.manifest import load_manifest, shard_paths
 from rsdata.sample import Sample
 from rsdata.stats import StageStats
 

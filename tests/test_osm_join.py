@@ -43,7 +43,7 @@ def make_stage(tmp_path: Path, osm: Path, bounds: tuple[float, float, float, flo
                **cfg: Any) -> tuple[OsmJoin, dict[str, Any]]:
     stage = OsmJoin({"type": "osm_join", "sources": [{"path": str(osm)}], **cfg})
     ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "state",
-                     raster_bounds_wgs84=[bounds or AREA], raster_crs=[UTM])
+                     footprints_wgs84=[bounds or AREA], footprint_crs=[UTM])
     report = stage.prepare(ctx)
     return stage, report
 
@@ -176,7 +176,7 @@ def test_position_words(weights: list[list[float]], word: str) -> None:
 def test_overpass_needs_permission_and_uses_osmnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stage = OsmJoin({"type": "osm_join", "sources": [{"overpass": True}]})
     ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "s",
-                     raster_bounds_wgs84=[(20.5, -34.01, 20.51, -34.0)], raster_crs=[UTM])
+                     footprints_wgs84=[(20.5, -34.01, 20.51, -34.0)], footprint_crs=[UTM])
     with pytest.raises(InputError, match="allow_network"):
         stage.prepare(ctx)
 
@@ -196,3 +196,75 @@ def test_overpass_needs_permission_and_uses_osmnx(tmp_path: Path, monkeypatch: p
     report = online.prepare(ctx)
     assert report["features"] == 1 and calls[0][1] == {"building": True}
     assert calls[0][0][0] < 20.5 and calls[0][0][2] > 20.51
+
+
+# -- the feature cache is data, never pickle (issue 16 item 13) -------------------------------------
+class _Planted:
+    """A pickle that creates a file when loaded: what an attacker would put in OUT/.rsdata."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_planted_pickle_is_never_loaded(tmp_path: Path, scene: tuple[OsmJoin, dict[str, Any]],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    stage, report = scene
+    cache = Path(stage.cache_path)
+    assert cache.exists() and not cache.name.endswith(".pkl")
+    assert not cache.read_bytes().startswith(b"\x80")  # not a pickle stream
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Planted(marker))
+    cache.write_bytes(payload)  # planted over the cache ...
+    for old in (cache.with_suffix(".pkl"), cache.parent / f"{cache.name.split('.')[0]}.pkl"):
+        old.write_bytes(payload)  # ... and where the old pickle cache lived
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("pickle must never be loaded from the cache")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    again, report2 = make_stage(tmp_path, Path(stage.config["sources"][0]["path"]))
+    assert not marker.exists()
+    assert "rebuilt" in report2["cache"] and report2["features"] == report["features"] == 8
+    assert by_tag(again.join(tile_sample()))["landuse=farmland"]["area_share"] == pytest.approx(0.25, abs=1e-3)
+    fresh = OsmJoin(again.config)  # a worker: reads the cache file written by the rebuild
+    fresh.cache_path, fresh.source_ids = again.cache_path, again.source_ids
+    assert by_tag(fresh.join(tile_sample())) == by_tag(again.join(tile_sample()))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_a_damaged_cache_is_rebuilt(tmp_path: Path, scene: tuple[OsmJoin, dict[str, Any]], damage: str) -> None:
+    from rsdata.osm.cache import read_cache
+
+    stage, report = scene
+    cache = Path(stage.cache_path)
+    blob = cache.read_bytes()
+    assert read_cache(cache) is not None
+    if damage == "truncate":
+        cache.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        cache.write_bytes(blob[:-5] + bytes([blob[-5] ^ 0xFF]) + blob[-4:])
+    else:
+        cache.write_bytes(b"")
+    assert read_cache(cache) is None
+    again, report2 = make_stage(tmp_path, Path(stage.config["sources"][0]["path"]))
+    assert again.cache_path == stage.cache_path and "rebuilt" in report2["cache"]
+    assert report2["features"] == report["features"]
+    assert cache.read_bytes() == blob  # rebuilt whole, byte for byte
+    assert by_tag(again.join(tile_sample())) == by_tag(stage.join(tile_sample()))
+
+
+def test_a_valid_cache_is_reused(tmp_path: Path, scene: tuple[OsmJoin, dict[str, Any]],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsdata.osm import join as join_module
+
+    stage, report = scene
+    monkeypatch.setattr(join_module, "read_source", lambda *a, **k: pytest.fail("the cache was not used"))
+    again, report2 = make_stage(tmp_path, Path(stage.config["sources"][0]["path"]))
+    assert "cache" not in report2 and report2["sources"] == report["sources"]

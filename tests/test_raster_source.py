@@ -1,4 +1,4 @@
-"""Tests of rsdata.sources.raster: the tile grid (plan_windows), and reading tiles (RasterTiler)
+"""Tests of rsdata.sources.raster: the tile grid (plan_windows), and reading tiles (RasterSource)
 from the generated GeoTIFFs of tests/fixtures/rasters.py."""
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from rsdata.recipe import parse_recipe
 from rsdata.sample import KEY_PATTERN, Sample
 from rsdata.sources.raster import (
     RasterInfo,
-    RasterTiler,
+    RasterSource,
     TileWindow,
-    make_partitions,
     plan_raster,
     plan_windows,
 )
@@ -67,11 +66,10 @@ def tile(path: Path, **kw: Any) -> tuple[RasterInfo, list[TileWindow], list[Samp
     cfg = recipe.source
     prov = {"display_path": path.name, "sha256": sha256_file(path), "license": "CC-BY-4.0",
             "attribution": "rsdata test fixtures"}
-    info, windows = plan_raster(cfg["rasters"][0], path, cfg, prov)
+    source = RasterSource(cfg, "raster")
+    info, windows = plan_raster(cfg["rasters"][0], path, source.settings, prov)
     stats = StageStats("tile")
-    tiler = RasterTiler(cfg)
-    samples = [s for part in make_partitions(info, windows, cfg["partition_size"])
-               for s in tiler(part, stats)]
+    samples = [s for part in source._partitions(info, windows) for s in source.read(part, stats)]
     return info, windows, samples, stats
 
 

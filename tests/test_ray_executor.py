@@ -14,7 +14,7 @@ import pytest
 
 from fixtures.scene import corpus_keys, shard_checksums, write_recipe, write_scene
 from rsdata.executors.local import run_local
-from rsdata.manifest import load_manifest
+from rsdata.corpus.manifest import load_manifest
 from rsdata.plan import build_plan
 from rsdata.recipe import load_recipe
 

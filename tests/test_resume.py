@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.scene import corpus_keys, shard_checksums, write_recipe, write_scene
-from rsdata.manifest import load_manifest
+from rsdata.corpus.manifest import load_manifest
 
 EXECUTORS = {
     "local-1": ["--workers", "1"],

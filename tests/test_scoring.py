@@ -19,9 +19,9 @@ pytest.importorskip("transformers")
 from rsdata import schemas  # noqa: E402
 from rsdata.cli import main  # noqa: E402
 from rsdata.errors import InputError, RsdataError  # noqa: E402
-from rsdata.filtering.corpus import Corpus, CorpusError  # noqa: E402
+from rsdata.corpus import Corpus, CorpusError  # noqa: E402
 from rsdata.inputs import sha256_file  # noqa: E402
-from rsdata.manifest import load_manifest, write_manifest  # noqa: E402
+from rsdata.corpus.manifest import load_manifest, write_manifest  # noqa: E402
 from rsdata.scoring import ScorerError, create_scorer  # noqa: E402
 from rsdata.scoring.rescore import score_corpus  # noqa: E402
 from scoring_helpers import build_tiny_clip, encode, scene, write_corpus  # noqa: E402
@@ -213,10 +213,10 @@ def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path) -> N
     assert rc == 0
     assert before == {p.name: sha256_file(p) for p in (src / "shards").iterdir()} | {"m": sha256_file(src / "manifest.json")}
     manifest = load_manifest(out)
-    assert manifest["parent"] == "../corpus/manifest.json"
-    assert manifest["derivation"]["command"] == "score"
-    assert manifest["derivation"]["parent_manifest_sha256"] == before["m"]
-    assert manifest["stages"][-1]["name"] == "score" and manifest["stages"][-1]["out"] == 6
+    assert manifest["parent"]["path"] == "../corpus/manifest.json"
+    assert manifest["recipe"]["source"]["type"] == "corpus"
+    assert manifest["parent"]["manifest_sha256"] == before["m"]
+    assert any(s["name"] == "score" and s["out"] == 6 for s in manifest["stages"])
     assert any(s["path"].endswith("model.safetensors") for s in manifest["sources"])
     from rsdata.scoring.images import decode_rgb
 
@@ -230,8 +230,12 @@ def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path) -> N
         assert entry.text() == meta["captions"][0]["text"]
     np.testing.assert_allclose([got[f"s{i:03d}"] for i in range(6)], expected, atol=1e-5)
     assert main(["inspect", str(out)]) == 0  # shards match the manifest
-    # the scored copy is not overwritten by accident
-    with pytest.raises(RsdataError, match="already holds a corpus"):
+    # scoring again with the same settings is a resume: nothing changes
+    shards_before = {p.name: sha256_file(p) for p in (out / "shards").iterdir()}
+    score_corpus(src, out, create_scorer("hf_clip", str(tiny_clip), name="tiny", batch_size=4, device="cpu"))
+    assert {p.name: sha256_file(p) for p in (out / "shards").iterdir()} == shards_before
+    # other settings are another recipe: the scored copy is not overwritten by accident
+    with pytest.raises(RsdataError, match="holds the output of another recipe"):
         score_corpus(src, out, create_scorer("hf_clip", str(tiny_clip)))
 
 
@@ -239,14 +243,14 @@ def test_rsdata_score_refuses_bad_inputs(tiny_clip: Path, tmp_path: Path, capsys
     src = _corpus(tmp_path)
     assert main(["score", str(src), "--out", str(src), "--scorer", "hf_clip", "--model", str(tiny_clip),
                  "--quiet"]) == 2
-    assert "never rewrites a corpus in place" in capsys.readouterr().err
+    assert "a run never reads what it writes" in capsys.readouterr().err
     assert main(["score", str(src), "--out", str(tmp_path / "o"), "--scorer", "hf_clip",
                  "--model", str(tmp_path), "--quiet"]) == 2
     assert "no config.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # a bad model fails before anything is written
     assert main(["score", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--scorer", "hf_clip",
                  "--model", str(tiny_clip), "--quiet"]) == 2
-    assert "not found: is this the output directory" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err
 
 
 def _strip_txt(corpus: Path) -> None:
@@ -265,13 +269,14 @@ def _strip_txt(corpus: Path) -> None:
     write_manifest(corpus, manifest)
 
 
-def test_shards_without_txt_are_a_clear_error(tiny_clip: Path, tmp_path: Path) -> None:
+def test_shards_without_txt_keep_their_captions(tiny_clip: Path, tmp_path: Path) -> None:
+    """The score stage reads the primary caption from the json (the txt member is derived from
+    it): a corpus whose txt members were stripped scores the same, and gets its txt back."""
     src = _corpus(tmp_path)
     _strip_txt(src)
-    with pytest.raises(CorpusError, match="has no txt member"):
-        score_corpus(src, tmp_path / "o", create_scorer("hf_clip", str(tiny_clip), device="cpu"))
-    assert not (tmp_path / "o" / "manifest.json").exists()
-    assert not list((tmp_path / "o" / "shards").glob("*.tar"))  # nothing half-written stays
+    manifest = score_corpus(src, tmp_path / "o", create_scorer("hf_clip", str(tiny_clip), device="cpu"))
+    assert manifest["nsamples"] == 6
+    assert all(e.text() == e.meta()["captions"][0]["text"] for e in Corpus(tmp_path / "o").entries())
 
 
 def test_changed_shard_is_detected(tiny_clip: Path, tmp_path: Path) -> None:
@@ -280,8 +285,9 @@ def test_changed_shard_is_detected(tiny_clip: Path, tmp_path: Path) -> None:
     manifest["shards"][0]["nsamples"] += 1
     manifest["nsamples"] += 1
     write_manifest(src, manifest)
-    with pytest.raises(CorpusError, match="changed after its manifest"):
+    with pytest.raises(RsdataError, match="changed after its manifest"):
         score_corpus(src, tmp_path / "o", create_scorer("hf_clip", str(tiny_clip), device="cpu"))
+    assert not (tmp_path / "o" / "manifest.json").exists()
 
 
 # --- the score stage in a real run ----------------------------------------------------------

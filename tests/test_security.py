@@ -17,8 +17,8 @@ from rsdata.cli import main
 from rsdata.errors import RecipeError
 from rsdata.recipe import load_recipe
 from rsdata.sample import Sample
-from rsdata.shards import UnsafeShardError, iter_raw
-from rsdata.writer import ShardWriter
+from rsdata.corpus.reader import UnsafeShardError, iter_shard
+from rsdata.corpus.writer import ShardWriter
 
 
 def test_yaml_with_python_tags_is_refused(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_shard_readers_refuse_hostile_members_and_write_nothing(tmp_path: Path, 
     workdir = tmp_path / "work"
     workdir.mkdir()
     with pytest.raises(UnsafeShardError):
-        list(iter_raw(shard))
+        list(iter_shard(shard))
     assert not (tmp_path / "evil.json").exists() and list(workdir.iterdir()) == []
 
 

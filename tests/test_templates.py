@@ -24,9 +24,15 @@ def tag(tag: str, phrase: str, plural: str, *, count: int = 1, visible: int | No
             "length_m": length, "position": position, "cells": [], "geom_types": {kind: count}}
 
 
-def meta(key: str, tags: list[dict[str, Any]], n_features: int | None = None) -> dict[str, Any]:
-    return {"key": key, "geo": {"size": [256, 256], "gsd_m": 2.5},
-            "osm": {"tags": tags, "n_features": len(tags) if n_features is None else n_features}}
+def meta(key: str, tags: list[dict[str, Any]], n_features: int | None = None,
+         coverage: float = 1.0, gsd: float = 2.5, platform: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": key, "geo": {"size": [256, 256], "gsd_m": gsd},
+        "osm": {"tags": tags, "n_features": len(tags) if n_features is None else n_features,
+                "coverage": {"fraction": coverage, "sources": ["osm"] if coverage else []}}}
+    if platform is not None:
+        out["source"] = {"type": "raster", "platform": platform}
+    return out
 
 
 RICH = [
@@ -92,3 +98,98 @@ def test_stage_adds_captions_and_counts() -> None:
     assert [s.key for s in out] == ["a"]
     assert stats.dropped["no_template_applies"] == 1
     assert "812" in out[0].caption or "810" in out[0].caption
+
+
+# -- absence claims only inside coverage (issue 10 item 2) -----------------------------------------
+ABSENCE = ("no features", "no mapped", "nothing", "not mapped", " no ")
+
+
+def has_absence_claim(text: str) -> bool:
+    return any(w in f" {text.lower()} " for w in ABSENCE)
+
+
+@pytest.mark.parametrize("coverage", [0.0, 0.5, 0.998])
+def test_no_absence_claim_outside_full_coverage(coverage: float) -> None:
+    for i in range(20):
+        assert captions_for(meta(f"k{i}", [], n_features=0, coverage=coverage), count=5) == []
+        tiny = [tag("building=yes", "building", "buildings", visible=0)]
+        assert captions_for(meta(f"k{i}", tiny, coverage=coverage), count=5) == []
+        for cap in captions_for(meta(f"k{i}", RICH, coverage=coverage), count=6):
+            assert not cap.provenance["template"].startswith("empty.")
+            assert not has_absence_claim(cap.text), cap.text
+
+
+def test_absence_claims_inside_full_coverage_only() -> None:
+    inside = captions_for(meta("k", [], n_features=0, coverage=1.0), count=3)
+    assert inside and all(has_absence_claim(c.text) for c in inside)
+    # a legacy osm member without coverage facts: nobody knows, so no absence claim
+    legacy = meta("k", [], n_features=0)
+    del legacy["osm"]["coverage"]
+    assert captions_for(legacy, count=3) == []
+
+
+def test_no_osm_at_all_gives_no_caption_and_is_dropped_as_uncaptioned() -> None:
+    stage = TemplateCaptions({"type": "template_captions", "count": 3})
+    stats = StageStats("template_captions")
+    bare = {"key": "a", "geo": {"size": [256, 256], "gsd_m": 2.5}}  # a recipe without osm_join
+    outside = meta("b", [], n_features=0, coverage=0.0)
+    partial = meta("c", RICH, coverage=0.4)
+    samples = [Sample(key=m["key"], image=b"", meta=m) for m in (bare, outside, partial)]
+    out = list(stage(iter(samples), stats))
+    assert [s.key for s in out] == ["c"]
+    assert stats.dropped["uncaptioned"] == 2 and "no_template_applies" not in stats.dropped
+    assert all(not has_absence_claim(c["text"]) for c in out[0].meta["captions"])
+
+
+# -- platform wording (issue 10 item 8) --------------------------------------------------------------
+def subjects(m: dict[str, Any], platform: str = "auto") -> str:
+    text = " ".join(c.text for i in range(12) for c in captions_for(
+        {**m, "key": f"k{i}"}, count=6, seed=i, platform=platform))
+    return text.lower()
+
+
+def test_platform_auto_is_neutral_without_a_source_platform() -> None:
+    text = subjects(meta("k", RICH))
+    assert "aerial" not in text and "satellite" not in text and "overhead" in text
+
+
+def test_platform_from_the_source_or_the_recipe() -> None:
+    assert "satellite" in subjects(meta("k", RICH, platform="satellite"))
+    assert "aerial" in subjects(meta("k", RICH, platform="aerial"))
+    assert "satellite" in subjects(meta("k", RICH), platform="satellite")
+    assert "aerial" in subjects(meta("k", RICH, platform="satellite"), platform="aerial")
+
+
+@pytest.mark.parametrize("gsd", [5.0, 10.0, 30.0])
+def test_never_aerial_at_coarse_gsd(gsd: float) -> None:
+    for platform in ("auto", "aerial"):
+        text = subjects(meta("k", RICH, gsd=gsd, platform="aerial"), platform=platform)
+        assert "aerial" not in text, text
+    assert "aerial" in subjects(meta("k", RICH, gsd=2.5), platform="aerial")
+
+
+def test_platform_keeps_the_caption_structure() -> None:
+    for i in range(10):
+        m = meta(f"k{i}", RICH)
+        aerial = captions_for(m, count=5, seed=i, platform="aerial")
+        sat = captions_for(m, count=5, seed=i, platform="satellite")
+        assert [c.provenance for c in aerial] == [c.provenance for c in sat]
+
+
+# -- grammar of mass nouns ----------------------------------------------------------------------------
+MASS = [
+    tag("class:lc=tree", "trees", "trees", share=0.65, mass=True, category="landcover", position="across"),
+    tag("natural=water", "water", "water", share=0.2, mass=True, category="water", position="left"),
+    tag("class:lc=crop", "cropland", "cropland", share=0.1, mass=True, category="landcover",
+        position="bottom right"),
+]
+MASS[0]["plural_verb"] = True
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mass_nouns_are_grammatical(seed: int) -> None:
+    for cap in captions_for(meta(f"m{seed}", MASS), count=6, seed=seed):
+        low = cap.text.lower()
+        for bad in ("a trees", "a water", "a cropland", "an water", "trees covers", "trees fills",
+                    "trees is ", "two trees", "one water"):
+            assert bad not in low, cap.text

@@ -6,6 +6,13 @@ is decided by its key and the recipe's seed, so a rerun writes the same captions
 only *visible* tags (large enough to see at the tile's GSD) and state nothing the stats do not
 support: exact numbers only for separately mapped objects (polygons), never for road segments.
 Every caption records its template id.
+
+A caption says that nothing is mapped (the ``empty`` family) only where a source has looked:
+when the tile lies fully inside the coverage ``osm_join`` records (``osm.coverage.fraction``).
+Elsewhere a tile gets captions only from what is mapped; a tile with nothing known (no
+``osm`` at all, or no visible tag outside full coverage) gets none and is dropped as
+``uncaptioned``. The subject ("An aerial image", "A satellite image", "An overhead image")
+follows ``platform``: never "aerial" for tiles of 5 m per pixel or coarser.
 """
 
 from __future__ import annotations
@@ -20,7 +27,18 @@ from rsdata.stage import Stage
 from rsdata.stats import StageStats
 
 FAMILIES = ("counts", "positions", "sizes", "landcover", "lengths", "empty")
-SUBJECTS = ("An aerial image", "An overhead view", "An aerial photo")
+# three subjects per platform, so that the choice draws the same random numbers for each
+SUBJECTS_BY_PLATFORM = {
+    "aerial": ("An aerial image", "An overhead view", "An aerial photo"),
+    "satellite": ("A satellite image", "A satellite view", "A satellite scene"),
+    "overhead": ("An overhead image", "An overhead view", "An overhead picture"),
+}
+SUBJECTS = SUBJECTS_BY_PLATFORM["aerial"]
+PLATFORMS = ("auto", "aerial", "satellite", "overhead")
+_PLATFORM_ALIASES = {"drone": "aerial", "uav": "aerial", "airborne": "aerial", "airplane": "aerial",
+                     "aircraft": "aerial", "spaceborne": "satellite"}
+AERIAL_MAX_GSD_M = 5.0  # from this GSD on, a tile is never called an aerial image/photo
+FULL_COVERAGE = 0.999  # osm.coverage.fraction from which a tile counts as fully covered
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 Tag = dict[str, Any]
@@ -64,7 +82,10 @@ def amount(tag: Tag) -> str:
 
 
 def is_plural(tag: Tag) -> bool:
-    return not tag["mass"] and tag["visible_count"] > 1
+    """Whether verbs about ``tag`` agree in the plural ("buildings cover", "trees cover")."""
+    if tag["mass"]:
+        return bool(tag.get("plural_verb"))
+    return tag["visible_count"] > 1
 
 
 def where(tag: Tag, kind: str) -> str:
@@ -85,9 +106,10 @@ def fam_counts(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> tupl
     if not items:
         return None
     listing = join_words(items)
+    countable = [t for t in tags if not t["mass"]]
     variants = [
         ("a", f"{ctx['subject']} with {listing}."),
-        ("b", f"{capitalize(listing)} {'are' if len(items) > 1 or is_plural(tags[0]) else 'is'} "
+        ("b", f"{capitalize(listing)} {'are' if len(items) > 1 or is_plural(countable[0]) else 'is'} "
               f"visible in this {ctx['subject_noun']}."),
         ("c", f"A {ctx['width_m']} m wide {ctx['subject_noun']} with {listing}."),
     ]
@@ -130,7 +152,8 @@ def fam_landcover(tags: list[Tag], ctx: dict[str, Any], rng: random.Random) -> t
     tail = f", with {join_words([amount(t) for t in others])}" if others else ""
     if top["area_share"] >= 0.6:
         return rng.choice([("a", f"{ctx['subject']} of {name}{tail}."),
-                           ("b", f"{capitalize(name)} fills most of this {ctx['subject_noun']}{tail}.")])
+                           ("b", f"{capitalize(name)} {'fill' if is_plural(top) else 'fills'} most of "
+                                 f"this {ctx['subject_noun']}{tail}.")])
     return ("c", f"{ctx['subject']} with {name} covering {share_words(top['area_share'])}{tail}.")
 
 
@@ -172,16 +195,52 @@ def sample_rng(seed: int, key: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
-                 families: tuple[str, ...] = FAMILIES, max_features: int = 4) -> list[Caption]:
-    """Deterministic template captions of one sample's metadata."""
-    key = meta["key"]
-    rng = sample_rng(seed, key)
-    osm = meta.get("osm", {"tags": [], "n_features": 0})
+def platform_for(meta: dict[str, Any], platform: str = "auto") -> str:
+    """The platform word of a sample: the recipe's, else (``auto``) the one its source set,
+    else the neutral ``overhead``; never ``aerial`` at 5 m per pixel or coarser."""
+    chosen = platform
+    if chosen == "auto":
+        chosen = str((meta.get("source") or {}).get("platform") or "overhead").lower()
+    chosen = _PLATFORM_ALIASES.get(chosen, chosen)
+    if chosen not in SUBJECTS_BY_PLATFORM:
+        chosen = "overhead"
+    gsd = (meta.get("geo") or {}).get("gsd_m")
+    if chosen == "aerial" and gsd is not None and gsd >= AERIAL_MAX_GSD_M:
+        chosen = "overhead"
+    return chosen
+
+
+def fully_covered(osm: dict[str, Any] | None) -> bool:
+    """Whether the tile lies fully inside its vector sources' coverage (absence may be said)."""
+    if not osm:
+        return False
+    return float((osm.get("coverage") or {}).get("fraction", 0.0)) >= FULL_COVERAGE
+
+
+def visible_tags(osm: dict[str, Any] | None, max_features: int = 4) -> list[Tag]:
     # one phrase per feature: a tag that only ever names a feature another tag already names
     # (landuse=conservation on a nature reserve) stays in the stats but not in the captions
-    visible = [t for t in osm["tags"] if t["visible"] and t.get("primary", True)][:max_features]
-    subject = rng.choice(SUBJECTS)
+    if not osm:
+        return []
+    return [t for t in osm["tags"] if t["visible"] and t.get("primary", True)][:max_features]
+
+
+def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
+                 families: tuple[str, ...] = FAMILIES, max_features: int = 4,
+                 platform: str = "auto") -> list[Caption]:
+    """Deterministic template captions of one sample's metadata.
+
+    Without ``osm`` in ``meta`` nothing is known: no captions. The ``empty`` family (absence)
+    applies only when the tile is fully inside the sources' coverage.
+    """
+    key = meta["key"]
+    rng = sample_rng(seed, key)
+    osm = meta.get("osm")
+    if osm is None:
+        return []
+    visible = visible_tags(osm, max_features)
+    absence_ok = fully_covered(osm)
+    subject = rng.choice(SUBJECTS_BY_PLATFORM[platform_for(meta, platform)])
     geo = meta["geo"]
     ctx = {"subject": subject, "subject_noun": subject.split(" ", 1)[1],
            "width_m": round_m(geo["size"][0] * geo["gsd_m"]), "gsd_m": round(geo["gsd_m"], 2),
@@ -190,6 +249,8 @@ def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
     rng.shuffle(order)
     out: list[Caption] = []
     for fam in order:
+        if fam == "empty" and not absence_ok:
+            continue  # nobody checked that nothing is there
         got = FAMILY_FUNCS[fam](visible, ctx, rng)
         if got is None:
             continue
@@ -209,11 +270,16 @@ class TemplateCaptions(Stage):
         seed = self.config.get("seed", 0)
         families = tuple(self.config.get("families") or FAMILIES)
         max_features = self.config.get("max_features", 4)
+        platform = self.config.get("platform", "auto")
         for sample in samples:
             stats.n_in += 1
-            caps = captions_for(sample.meta, count, seed, families, max_features)
+            caps = captions_for(sample.meta, count, seed, families, max_features, platform)
             if not caps:
-                stats.drop("no_template_applies")
+                osm = sample.meta.get("osm")
+                known = bool(visible_tags(osm, max_features)) or fully_covered(osm)
+                # nothing known (no OSM stage, or outside coverage with nothing visible): the
+                # tile cannot be captioned truthfully; else the chosen families do not apply
+                stats.drop("no_template_applies" if known else "uncaptioned")
                 continue
             for cap in caps:
                 sample.add_caption(cap)

@@ -57,12 +57,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer = _make_scorer(args, args.name)
     manifest = score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
                             overwrite=args.overwrite, progress=not args.quiet)
-    d = manifest["derivation"]
-    print(f"scored {manifest['nsamples']} samples with {scorer.kind} ({scorer.model_path}) as "
-          f"scores.{scorer.name} -> {Path(args.out) / 'manifest.json'}")
-    if d.get("score_summary"):
-        print("score: " + ", ".join(f"{k} {v}" for k, v in d["score_summary"].items()))
-    print(f"{manifest['timing']['seconds']:.1f} s on {d['scorer']['device']}")
+    score = next((s for s in manifest["stages"] if s["name"] == "score"), {"out": 0})
+    print(f"scored {score['out']} samples with {scorer.kind} ({scorer.model_path}) as "
+          f"scores.{scorer.name} -> {Path(args.out) / 'manifest.json'} (parent "
+          f"{manifest['parent']['path']})")
+    print(f"{manifest['timing']['seconds']:.1f} s")
     return 0
 
 
@@ -109,8 +108,8 @@ def cmd_filter(args: argparse.Namespace) -> int:
               f"{sum(s['n_images'] for s in report['eval_sets'])} evaluation images "
               f"({', '.join(f'{k} {v}' for k, v in report['by_kind'].items()) or 'none'})")
     if args.subset_only:
-        from rsdata.filtering.corpus import claim_output
-        from rsdata.writer import atomic_write_bytes
+        from rsdata.corpus.derived import claim_output
+        from rsdata.atomic import atomic_write_bytes
 
         out = Path(args.out)
         claim_output(out, corpus.dir, args.overwrite)
@@ -124,7 +123,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
                        max_samples=args.max_samples_per_shard, leakage_report=report,
                        progress=not args.quiet)
     print(f"{manifest['nsamples']} samples in {len(manifest['shards'])} shards -> "
-          f"{Path(args.out) / 'manifest.json'} (parent {manifest['parent']})")
+          f"{Path(args.out) / 'manifest.json'} (parent {manifest['parent']['path']})")
     return 0
 
 

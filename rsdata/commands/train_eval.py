@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,9 @@ from rsdata.argtypes import bounded
 from rsdata.argtypes import nonnegative_int as _nonnegative_int
 from rsdata.argtypes import positive_float as _positive_float
 from rsdata.argtypes import positive_int as _positive_int
+from rsdata.errors import UsageError  # noqa: F401  (re-exported: it used to live here)
 
 _fraction = bounded(float, low=0, high=1, high_open=True)
-from rsdata.errors import RsdataError
-
-
-class UsageError(RsdataError):
-    """Command-line options that do not fit together."""
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,8 +57,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, resume=args.resume, stop_after=args.stop_after, device=args.device,
         precision=args.precision, compile=args.compile, threads=args.threads, progress=not args.quiet)
+    from rsdata.lock import LOCK_NAME, command_line, output_lock
+
+    # one training process per run directory; under torchrun every rank takes its own lock file
+    # (rank 0 the plain one), so a second launch on the same --out fails on every rank at once
+    rank = int(os.environ.get("RANK", "0") or 0) if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 0
     try:
-        result = train(cfg)
+        with output_lock(Path(args.out), command_line(),
+                         name=LOCK_NAME if rank == 0 else f"{LOCK_NAME}.rank{rank}"):
+            result = train(cfg)
     except KeyboardInterrupt:
         print(f"rsdata train: interrupted; the last finished step is checkpointed in {args.out}: "
               "run the same command with --resume to continue", file=sys.stderr)

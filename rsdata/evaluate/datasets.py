@@ -87,7 +87,7 @@ def shard_retrieval_set(corpora: list[str], holdout: float = 0.0, holdout_seed: 
     name = "+".join(Path(c).name or str(c) for c in corpora) + (f"[holdout={holdout:g}]" if holdout else "")
     out = RetrievalSet(name)
     for shard in list_shards(corpora):
-        for sample in read_shard(shard.path):
+        for sample in read_shard(shard):
             key = sample["__key__"]
             if holdout > 0 and not is_holdout(key, holdout, holdout_seed):
                 continue

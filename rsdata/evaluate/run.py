@@ -17,7 +17,7 @@ from rsdata.evaluate.embed import class_embeddings, embed_images, embed_texts
 from rsdata.evaluate.metrics import retrieval_metrics, zero_shot_metrics
 from rsdata.evaluate.plots import draw_report
 from rsdata.models import DualEncoder
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 
 @dataclass

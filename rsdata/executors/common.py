@@ -16,9 +16,9 @@ from typing import Any
 
 from rsdata.errors import RunFailedError
 from rsdata.executors.partition import Worker, read_marker
-from rsdata.manifest import build_manifest, write_manifest
+from rsdata.corpus.manifest import build_run_manifest, write_manifest
 from rsdata.plan import RunPlan
-from rsdata.sources.raster import Partition
+from rsdata.sources.base import Partition
 
 
 @dataclass
@@ -33,7 +33,7 @@ class RunResult:
 
 def make_worker(plan: RunPlan) -> Worker:
     return Worker(out_dir=str(plan.out_dir), state_dir=str(plan.state_dir),
-                  recipe_hash=plan.recipe_hash, tiler_cfg=plan.recipe.source,
+                  recipe_hash=plan.recipe_hash, sources=plan.sources,
                   stages=plan.stages, max_samples=plan.max_samples, max_bytes=plan.max_bytes)
 
 
@@ -66,42 +66,63 @@ def finish_run(plan: RunPlan, done: dict[str, dict[str, Any]], failures: list[tu
             f"First errors:\n{lines}{more}")
     failed_ids = {pid for pid, _ in failures}
     markers = [done[p.id] for p in plan.partitions if p.id not in failed_ids]
-    tiles = sum(len(p.tiles) for p in ran)
+    tiles = sum(p.size for p in ran)
     timing = {"seconds": round(seconds, 3), "executor": executor, "workers": workers,
               "partitions_run": len(ran), "partitions_skipped": skipped,
               "tiles_per_second": round(tiles / seconds, 2) if seconds > 0 and tiles else None}
-    manifest = build_manifest(plan, markers, timing)
+    manifest = build_run_manifest(plan, markers, timing)
     if failures:
-        sizes = {p.id: len(p.tiles) for p in plan.partitions}
+        sizes = {p.id: p.size for p in plan.partitions}
         manifest["failed_partitions"] = [{"partition": pid, "error": msg, "tiles": sizes.get(pid, 0)}
                                          for pid, msg in failures]
         print(f"rsdata: warning: {len(failures)} partition(s) failed and are left out "
               f"(allowed by output.max_error_rate); rerun to retry them:\n"
               + "\n".join(f"  {pid}: {msg}" for pid, msg in failures[:10]), file=sys.stderr)
+    verify_outputs(plan, manifest)
+    failure = _check_losses(plan, manifest)
+    if failure:
+        manifest["status"] = "failed"
+        manifest["failure"] = failure
     path = write_manifest(plan.out_dir, manifest)
-    result = RunResult(manifest, path, skipped, len(ran), seconds, failures)
-    _check_losses(plan, manifest)
-    return result
+    if failure:
+        raise RunFailedError(failure + " The manifest says status: failed, so no reader uses the "
+                             "corpus unless told; rsdata inspect shows it.")
+    return RunResult(manifest, path, skipped, len(ran), seconds, failures)
 
 
-def _check_losses(plan: RunPlan, manifest: dict[str, Any]) -> None:
+def verify_outputs(plan: RunPlan, manifest: dict[str, Any]) -> None:
+    """Every shard the manifest lists exists with the size its marker recorded, once."""
+    seen: set[str] = set()
+    for shard in manifest["shards"]:
+        f = plan.out_dir / shard["path"]
+        if shard["path"] in seen:
+            raise RunFailedError(f"shard {shard['path']} is claimed by two partitions; this is a bug, "
+                                 "please report it. Rerun with --overwrite into a fresh directory.")
+        seen.add(shard["path"])
+        if not f.is_file() or f.stat().st_size != shard["bytes"]:
+            raise RunFailedError(f"shard {f} of a finished partition is missing or changed since its "
+                                 "marker was written (another process writing to this --out?); rerun "
+                                 "the same command to redo that partition")
+
+
+def _check_losses(plan: RunPlan, manifest: dict[str, Any]) -> str | None:
+    """Why the run counts as failed (a loss guard), or None."""
     out = plan.recipe.output
-    min_samples = int(out.get("min_samples", 1))
+    min_samples = int(out["min_samples"])
     if manifest["nsamples"] < min_samples:
-        raise RunFailedError(
-            f"the run wrote {manifest['nsamples']} samples (fewer than output.min_samples = "
-            f"{min_samples}). {drop_summary(manifest)} Check the inputs (nodata, CRS, OSM coverage) "
-            "or relax the filters in the recipe.")
-    max_drop = out.get("max_drop_rate")
+        return (f"the run wrote {manifest['nsamples']} samples (fewer than output.min_samples = "
+                f"{min_samples}). {drop_summary(manifest)} Check the inputs (nodata, CRS, OSM "
+                "coverage) or relax the filters in the recipe.")
+    max_drop = out["max_drop_rate"]
     if max_drop is not None:
-        planned = next((s["in"] for s in manifest["stages"] if s["name"] == "tile"), 0)
+        planned = sum(s["in"] for s in manifest["stages"] if s["name"] in plan.source_stats_names)
         if planned:
             rate = 1 - manifest["nsamples"] / planned
             if rate > max_drop:
-                raise RunFailedError(
-                    f"{rate:.0%} of {planned} tiles were dropped, more than output.max_drop_rate = "
-                    f"{max_drop:.0%}. {drop_summary(manifest)} The manifest was written so you can "
-                    "inspect the corpus; fix the inputs or relax the limit.")
+                return (f"{rate:.0%} of {planned} planned samples were dropped, more than "
+                        f"output.max_drop_rate = {max_drop:.0%}. {drop_summary(manifest)} Fix the "
+                        "inputs or relax the limit.")
+    return None
 
 
 def drop_summary(manifest: dict[str, Any]) -> str:
@@ -115,12 +136,12 @@ def drop_summary(manifest: dict[str, Any]) -> str:
 def summary(result: RunResult) -> str:
     """A few lines for the end of a run: counts, drops by reason, throughput."""
     m = result.manifest
-    tile = next((s for s in m["stages"] if s["name"] == "tile"), {"in": 0})
+    planned = sum(s["in"] for s in m["stages"] if s["name"] in ("tile", "read"))
     rate = m["nsamples"] / result.seconds if result.seconds > 0 else 0.0
     nbytes = sum(s["bytes"] for s in m["shards"])
     lines = [
         f"{m['nsamples']} samples in {len(m['shards'])} shards ({nbytes / 1e6:.1f} MB) -> {result.manifest_path}",
-        f"{tile['in']} tiles planned; partitions: {result.ran} run, {result.skipped} already done"
+        f"{planned} items read by the sources; partitions: {result.ran} run, {result.skipped} already done"
         + (f", {len(result.failures)} failed" if result.failures else ""),
     ]
     drops: Counter[str] = Counter()

@@ -18,7 +18,7 @@ from rsdata.errors import OutputWriteError
 from rsdata.executors.common import RunResult, finish_run, make_worker, pending_partitions
 from rsdata.executors.partition import init_worker, run_in_worker, run_partition
 from rsdata.plan import RunPlan
-from rsdata.sources.raster import Partition
+from rsdata.sources.base import Partition
 
 
 # Modules a worker needs, imported once by the fork server instead of once per worker process
@@ -48,7 +48,7 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
     skipped = len(done)
     worker = make_worker(plan)
     failures: list[tuple[str, str]] = []
-    bar = tqdm(total=sum(len(p.tiles) for p in todo), unit="tile", desc=f"rsdata {plan.recipe.name}",
+    bar = tqdm(total=sum(p.size for p in todo), unit="item", desc=f"rsdata {plan.recipe.name}",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     samples = 0
     ctx = _pool_context() if workers > 1 and len(todo) > 1 else None
@@ -57,7 +57,7 @@ def run_local(plan: RunPlan, workers: int = 1, progress: bool = True) -> RunResu
         nonlocal samples
         done[part.id] = marker
         samples += marker["nsamples"]
-        bar.update(len(part.tiles))
+        bar.update(part.size)
         bar.set_postfix(samples=samples, refresh=False)
 
     try:

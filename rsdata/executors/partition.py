@@ -1,4 +1,4 @@
-"""Run one partition: tile -> stages -> shards, then a completion marker.
+"""Run one partition: source -> stages -> shards, then a completion marker.
 
 The marker (``.rsdata/partitions/{id}.json``) is written last and atomically, and names the
 recipe hash, so a partition either has a marker and complete shards or counts as not done.
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rsdata.atomic import atomic_write_bytes
+from rsdata.corpus.writer import ShardWriter, owned_by
 from rsdata.errors import OutputWriteError
-from rsdata.sources.raster import STAGE_NAME, Partition, RasterTiler
+from rsdata.sources.base import Partition, Source
 from rsdata.stage import Stage
 from rsdata.stats import StageStats
-from rsdata.writer import ShardWriter, atomic_write_bytes
 
 MARKER_DIR = "partitions"
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -32,7 +33,7 @@ class Worker:
     out_dir: str
     state_dir: str
     recipe_hash: str
-    tiler_cfg: dict[str, Any]
+    sources: dict[str, Source]
     stages: list[Stage]
     max_samples: int
     max_bytes: int
@@ -61,14 +62,14 @@ def read_marker(state_dir: Path, out_dir: Path, partition_id: str, recipe_hash: 
 
 
 def clean_partition(out_dir: Path, partition_id: str) -> None:
-    """Remove shards and temp files an interrupted attempt at this partition left behind."""
+    """Remove shards and temp files an interrupted attempt at this partition left behind
+    (exactly this partition's: see :func:`rsdata.corpus.writer.owned_by`)."""
     shard_dir = out_dir / "shards"
     if not shard_dir.exists():
         return
-    for f in shard_dir.glob(f"{partition_id}-*.tar"):
-        f.unlink()
-    for f in shard_dir.glob(f".{partition_id}-*.tar.tmp*"):
-        f.unlink()
+    for f in shard_dir.iterdir():
+        if owned_by(partition_id, f.name):
+            f.unlink(missing_ok=True)
 
 
 def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
@@ -77,8 +78,9 @@ def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
     state_dir = Path(worker.state_dir)
     clean_partition(out_dir, part.id)
     started = time.perf_counter()
-    stats = [StageStats(STAGE_NAME)] + [StageStats(s.name) for s in worker.stages]
-    stream = RasterTiler(worker.tiler_cfg)(part, stats[0])
+    source = worker.sources[part.source]
+    stats = [StageStats(source.stats_name)] + [StageStats(s.name) for s in worker.stages]
+    stream = source.read(part, stats[0])
     for stage, st in zip(worker.stages, stats[1:]):
         stream = stage(stream, st)
     writer = ShardWriter(out_dir, part.id, worker.max_samples, worker.max_bytes)
@@ -106,8 +108,8 @@ def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
     marker = {
         "recipe_hash": worker.recipe_hash,
         "partition": part.id,
-        "raster": part.raster.id,
-        "tiles": len(part.tiles),
+        "source": part.source,
+        "tiles": part.size,
         "nsamples": writer.nsamples,
         "shards": shards,
         "stats": [s.to_json() for s in stats + [write_stats]],

@@ -24,7 +24,7 @@ from rsdata.errors import MissingDependencyError, OutputWriteError, RsdataError
 from rsdata.executors.common import RunResult, finish_run, make_worker, pending_partitions
 from rsdata.executors.partition import Worker, run_partition
 from rsdata.plan import RunPlan
-from rsdata.sources.raster import Partition
+from rsdata.sources.base import Partition
 
 ACTOR_RESTARTS = 3  # an actor process may die this many times before the run gives up on it
 
@@ -52,7 +52,8 @@ class PartitionActor:
 
 def stage_resources(plan: RunPlan) -> dict[str, float]:
     """What one actor needs: one CPU, plus the largest GPU share any stage asks for."""
-    gpus = max((float(s.resources().get("num_gpus", 0)) for s in plan.stages), default=0.0)
+    parts = list(plan.stages) + list(plan.sources.values())
+    gpus = max((float(s.resources().get("num_gpus", 0)) for s in parts), default=0.0)
     return {"num_cpus": 1, "num_gpus": gpus}
 
 
@@ -97,7 +98,7 @@ def run_ray(plan: RunPlan, workers: int | None = None, address: str | None = Non
                                **resources)(PartitionActor)
         worker = make_worker(plan)  # passed by value: a restarted actor must not need the object store
         actors = [actor_cls.remote(worker) for _ in range(n_actors)]
-        bar = tqdm(total=sum(len(p.tiles) for p in todo), unit="tile", disable=not progress,
+        bar = tqdm(total=sum(p.size for p in todo), unit="item", disable=not progress,
                    desc=f"rsdata {plan.recipe.name} (ray)", file=sys.stderr, dynamic_ncols=True)
         queue = list(todo)
         running: dict[Any, tuple[Partition, Any]] = {}
@@ -116,7 +117,7 @@ def run_ray(plan: RunPlan, workers: int | None = None, address: str | None = Non
                     marker = ray.get(ref)
                     done[part.id] = marker
                     samples += marker["nsamples"]
-                    bar.update(len(part.tiles))
+                    bar.update(part.size)
                     bar.set_postfix(samples=samples, refresh=False)
                 except Exception as exc:  # noqa: BLE001 - task errors and dead actors alike
                     message, no_space = _error_text(exc)

@@ -10,7 +10,8 @@ decided one partition at a time (a threshold, the leakage guard) while a run wri
 
 from __future__ import annotations
 
-from rsdata.filtering.corpus import Corpus, CorpusError, DerivedCorpusWriter
+from rsdata.corpus import Corpus, CorpusError
+from rsdata.corpus.derived import DerivedCorpusWriter
 from rsdata.filtering.decide import FilterSettings, decide, sweep
 from rsdata.filtering.leakage import EvalSpec
 from rsdata.filtering.reshard import reshard

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rsdata.errors import InputError
-from rsdata.filtering.corpus import Corpus, CorpusError
+from rsdata.corpus import Corpus, CorpusError
 from rsdata.filtering.dedup import EXACT, NEAR, SEMANTIC, HashIndex, choose_kept, cosine_matches, priority_order
 from rsdata.filtering.fingerprints import FingerprintBuilder, Fingerprints
 from rsdata.filtering.leakage import EvalIndex, EvalSpec, build_eval_index, find_leaks, leakage_report

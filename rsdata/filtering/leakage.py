@@ -91,7 +91,7 @@ def iter_eval_images(spec: EvalSpec) -> tuple[str, Iterator[tuple[str, bytes]]]:
     path = Path(spec.path)
     kind = eval_kind(path)
     if kind == "corpus":
-        from rsdata.filtering.corpus import Corpus
+        from rsdata.corpus import Corpus
 
         corpus = Corpus(path)
         want = {"jpg", "png"}

@@ -11,10 +11,11 @@ from typing import Any
 from tqdm import tqdm
 
 from rsdata.errors import InputError
-from rsdata.filtering.corpus import Corpus, DerivedCorpusWriter, derived_name
+from rsdata.corpus import Corpus
+from rsdata.corpus.derived import DerivedCorpusWriter, derived_name
 from rsdata.filtering.subset import Subset
 from rsdata.stats import StageStats
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 STAGE_NAME = "filter"
 

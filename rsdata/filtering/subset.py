@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rsdata.errors import InputError
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 FORMAT = "rsdata-subset/1"
 

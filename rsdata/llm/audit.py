@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 AUDIT_DIR = "llm_audit"
 

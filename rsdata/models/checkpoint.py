@@ -20,7 +20,7 @@ import torch
 from rsdata.errors import RsdataError
 from rsdata.models.dual_encoder import DualEncoder
 from rsdata.models.registry import ModelConfigError, get_config, validate_config
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 FORMAT = "rsdata-dual-encoder/1"
 LATEST = "latest.pt"

@@ -16,6 +16,10 @@ class FeatureSet:
     ("n123", "w456", "r789") when the input knows them, else ``"{layer}:{row}"``.
     ``stats`` counts what the reader did: ``loaded`` plus one ``dropped:<reason>`` or
     ``repaired:<reason>`` entry per kind of problem (never silently lost).
+
+    ``crs`` names the CRS the data came in (for messages) and ``extent`` is where the source
+    has data, in WGS84, measured before any bbox filter: the extract bounds an ``.osm``/``.pbf``
+    header declares, else the convex hull of all its features (None: unknown or empty).
     """
 
     source: str
@@ -23,6 +27,8 @@ class FeatureSet:
     tags: list[dict[str, str]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
+    crs: str | None = None
+    extent: BaseGeometry | None = None
 
     def __len__(self) -> int:
         return len(self.geometries)

@@ -1,22 +1,29 @@
 """The ``osm_join`` stage: per-tile statistics of OpenStreetMap tags.
 
-In the driver (``prepare``) every OSM source is read once, limited to the rasters' bounds,
-checked and cached as one pickled :class:`FeatureSet`. In each worker the features are
+In the driver (``prepare``) every OSM source is read once, limited to the run's footprints
+(each layer filtered in its own CRS, then reprojected to WGS84), checked and cached as plain
+data (JSON + WKB, see ``rsdata.osm.cache``; never pickle). In each worker the features are
 reprojected once per raster CRS and put in an STRtree; each tile then costs one index query
 plus the clipping of the features that really touch it, however many features there are.
 
 Per tag (``key=value``) a tile gets: how many features, how many are visible at the tile's GSD,
 their area share and area in m², their length in m, where in the tile they are (3×3 grid
-words) and which grid cells they cover.
+words) and which grid cells they cover. ``coverage`` says which share of the tile lies inside
+the sources' coverage (``rsdata.osm.coverage``): only there may a caption say nothing is mapped.
+
+A source may be a labelled layer that is not OSM: ``class_column`` + ``classes`` map each
+class value to an OSM-style tag (``"natural=water"``) or to a phrase with its grammar
+(``{phrase: cropland, countable: false}``), which becomes the tag ``class:<source>=<value>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
+import re
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,30 +35,34 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely import STRtree
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from rsdata.errors import InputError
+from rsdata.osm.cache import SUFFIX as CACHE_SUFFIX
+from rsdata.osm.cache import read_cache, write_cache
+from rsdata.osm.coverage import coverage_of, declared_coverage, tile_polygon_wgs84
 from rsdata.osm.features import FeatureSet
-from rsdata.osm.readers import read_source
-from rsdata.osm.vocabulary import Phrase, Vocabulary
+from rsdata.osm.readers import ClassMap, class_value, read_source
+from rsdata.osm.vocabulary import Phrase, Vocabulary, VocabularyError
 from rsdata.sample import Sample
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
-from rsdata.writer import atomic_write_bytes
 
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 CELL_WORDS = [[f"{r} {c}" for c in COLS] for r in ROWS]
 CELL_WORDS[0][1], CELL_WORDS[1][0], CELL_WORDS[1][1], CELL_WORDS[1][2], CELL_WORDS[2][1] = (
     "top", "left", "center", "right", "bottom")
-CELL_MIN_SHARE = 0.05
+CELL_MIN_SHARE = 0.05  # a cell counts as covered when it holds at least 5% of the tag's extent
 # When one feature carries several feature tags (a reserve tagged leisure=nature_reserve and
 # landuse=conservation), the first key here names it in captions; the others are kept in the stats.
 KEY_PRIORITY = ("building", "aeroway", "railway", "highway", "waterway", "water", "natural",
                 "leisure", "amenity", "landuse", "man_made", "power", "wetland", "barrier")
+CLASS_KEY_PREFIX = "class:"
 
 
 def _priority(key: str) -> tuple[int, str]:
-    return (KEY_PRIORITY.index(key) if key in KEY_PRIORITY else len(KEY_PRIORITY), key)  # a cell counts as covered when it holds at least 5% of the tag's extent
+    return (KEY_PRIORITY.index(key) if key in KEY_PRIORITY else len(KEY_PRIORITY), key)
 
 
 def position_words(weights: np.ndarray) -> tuple[str, list[str]]:
@@ -86,6 +97,26 @@ class _Index:
     tags: list[list[tuple[str, str, Phrase]]]
 
 
+def source_id(spec: Mapping[str, Any]) -> str:
+    """How reports and sample jsons name a source: its ``id``, else its file name."""
+    if spec.get("id"):
+        return str(spec["id"])
+    return Path(spec["path"]).name if "path" in spec else "overpass"
+
+
+def _class_key(spec: Mapping[str, Any], index: int) -> str:
+    """The tag key of a source's phrase classes: ``class:<id or file stem>``."""
+    name = spec.get("id") or (Path(spec["path"]).name.split(".")[0] if "path" in spec else "")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or f"source{index}"
+    return CLASS_KEY_PREFIX + name
+
+
+def _guess_plural_verb(phrase: str) -> bool:
+    """Whether a mass phrase is plural in form ("trees", "crops") rather than "grass"."""
+    last = phrase.strip().split(" ")[-1].lower()
+    return last.endswith("s") and not last.endswith(("ss", "us", "is", "ics"))
+
+
 class OsmJoin(Stage):
     name = "osm_join"
 
@@ -103,70 +134,237 @@ class OsmJoin(Stage):
     def init_lazy(self) -> None:
         self._lazy_indexes: dict[str, _Index] = {}
         self._lazy_vocab: Vocabulary | None = None
+        self._lazy_data: tuple[FeatureSet, dict[str, Any]] | None = None
+        self._lazy_coverage: tuple[list[tuple[str, BaseGeometry]], BaseGeometry | None] | None = None
+        self._lazy_to_wgs84: dict[str, Transformer | None] = {}
 
-    # -- driver side ----------------------------------------------------------------------------
+    # -- configuration ----------------------------------------------------------------------------
+    def class_maps(self) -> tuple[list[ClassMap | None], dict[str, Any]]:
+        """Per source its class map (or None), and the vocabulary overrides its phrases need."""
+        maps: list[ClassMap | None] = []
+        overrides: dict[str, Any] = {}
+        for i, spec in enumerate(self.config["sources"]):
+            column, classes = spec.get("class_column"), spec.get("classes")
+            where = f"osm_join.sources[{i}]"
+            if column is None and classes is None:
+                maps.append(None)
+                continue
+            if not column or not isinstance(classes, Mapping) or not classes:
+                raise InputError(f"{where}: class_column and classes go together: class_column: "
+                                 "<column>, classes: {<value>: 'key=value' or {phrase: ..., "
+                                 "countable: true|false}}")
+            key = _class_key(spec, i)
+            mapping: dict[str, dict[str, str]] = {}
+            for raw, target in classes.items():
+                value = class_value(raw)
+                if value is None:
+                    raise InputError(f"{where}.classes: empty class value {raw!r}")
+                if isinstance(target, str):
+                    k, eq, v = target.partition("=")
+                    if not eq or not k.strip() or not v.strip():
+                        raise InputError(f"{where}.classes[{value!r}]: {target!r} is not an "
+                                         "OSM-style tag 'key=value' (or give {phrase: ..., "
+                                         "countable: true|false})")
+                    mapping[value] = {k.strip(): v.strip()}
+                elif isinstance(target, Mapping) and isinstance(target.get("phrase"), str):
+                    countable = target.get("countable", True)
+                    entry: dict[str, Any] = {
+                        "singular": target["phrase"], "mass": not countable,
+                        "category": target.get("category", "other" if countable else "landcover")}
+                    if countable and target.get("plural"):
+                        entry["plural"] = target["plural"]
+                    if not countable:
+                        entry["plural_verb"] = bool(target.get("plural_verb",
+                                                               _guess_plural_verb(target["phrase"])))
+                    overrides[f"{key}={value}"] = entry
+                    mapping[value] = {key: value}
+                else:
+                    raise InputError(f"{where}.classes[{value!r}]: give an OSM-style tag "
+                                     "'key=value' or {phrase: <words>, countable: true|false}, got "
+                                     f"{target!r}")
+            maps.append((str(column), mapping))
+        return maps, overrides
+
     def vocabulary(self, ctx_base: Path | None = None) -> Vocabulary:
         if self._lazy_vocab is None:
             path = self.config.get("vocabulary")
             vocab = Vocabulary.from_file(Path(path)) if path else Vocabulary.default()
             if self.config.get("phrases"):
                 vocab = vocab.merged(self.config["phrases"])
+            _, overrides = self.class_maps()
+            if overrides:
+                try:
+                    vocab = vocab.merged(overrides)
+                except VocabularyError as exc:
+                    raise InputError(f"osm_join classes: {exc}") from None
             self._lazy_vocab = vocab
         return self._lazy_vocab
 
     def keys(self) -> frozenset[str]:
+        """OSM keys that make features: the recipe's ``keys`` (else every key the vocabulary
+        knows), plus the keys the sources' ``classes`` map to."""
         keys = self.config.get("keys")
-        return frozenset(keys) if keys else self.vocabulary().keys()
+        base = frozenset(keys) if keys else self.vocabulary().keys()
+        maps, _ = self.class_maps()
+        extra = {k for m in maps if m for tags in m[1].values() for k in tags}
+        return base | extra
 
     def input_files(self, ctx: RunContext) -> list[Path]:
         files = [ctx.resolve(s["path"]) for s in self.config["sources"] if "path" in s]
+        files += [ctx.resolve(s["coverage"]) for s in self.config["sources"]
+                  if isinstance(s.get("coverage"), str)]
         if self.config.get("vocabulary"):
             files.append(ctx.resolve(self.config["vocabulary"]))
         return files
 
+    # -- driver side ----------------------------------------------------------------------------
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         if self.config.get("vocabulary"):
             self.config["vocabulary"] = str(ctx.resolve(self.config["vocabulary"]))
-        bbox = _union_bbox(ctx.raster_bounds_wgs84)
+        footprints = [tuple(float(v) for v in b) for b in ctx.footprints_wgs84]
+        bbox = _union_bbox(footprints)
+        maps, _ = self.class_maps()
         keep = self.keys()
-        ident = hashlib.sha256(json.dumps({"cfg": self.config, "bbox": bbox, "keys": sorted(keep),
+        self._check_class_tags(maps)
+        ident = hashlib.sha256(json.dumps({"cfg": _jsonable(self.config), "bbox": bbox, "keys": sorted(keep),
                                            "files": [_file_ident(p) for p in self.input_files(ctx)]},
                                           sort_keys=True, default=str).encode()).hexdigest()[:16]
-        cache = ctx.state_dir / f"osm-{ident}.pkl"
+        cache = ctx.state_dir / f"osm-{ident}{CACHE_SUFFIX}"
         report: dict[str, Any] = {"sources": []}
-        if cache.exists():
-            with open(cache, "rb") as fh:
-                features: FeatureSet = pickle.load(fh)
-            report["sources"] = features.stats.get("_sources", [])  # type: ignore[assignment]
+        loaded = read_cache(cache)
+        if loaded is None:
+            if cache.exists():
+                report["cache"] = "rebuilt (the cache file was unreadable, truncated or corrupt)"
+            features, extra = self._build(ctx, bbox, footprints, keep, maps)
+            write_cache(cache, features, extra)
         else:
-            features = FeatureSet(source="osm_join")
-            per_source = []
-            for spec in self.config["sources"]:
-                if spec.get("overpass") and not self.config.get("allow_network"):
-                    raise InputError("osm_join: an Overpass source needs allow_network: true in the "
-                                     "recipe (rsdata never goes online unless told to)")
-                path = ctx.resolve(spec["path"]) if "path" in spec else None
-                fs = read_source(spec, path, bbox, keep)
-                per_source.append({"id": spec.get("id") or (path.name if path else "overpass"),
-                                   "features": len(fs), "stats": dict(sorted(fs.stats.items()))})
-                features.extend(fs)
-            report["sources"] = per_source
-            features.stats["_sources"] = per_source  # type: ignore[assignment]
-            atomic_write_bytes(cache, pickle.dumps(features, protocol=pickle.HIGHEST_PROTOCOL))
+            features, extra = loaded
+        self._lazy_data = (features, extra)
+        self._lazy_coverage = None
         self.cache_path = str(cache)
+        # the report (manifest) gets the facts, not the coverage polygons themselves
+        report["sources"] = [{**s, "coverage": {k: v for k, v in s["coverage"].items() if k != "wkb_hex"}}
+                             for s in extra["sources"]]
         self.source_ids = [s["id"] for s in report["sources"]]
         report["features"] = len(features)
+        warnings = self._footprint_checks(extra["sources"], footprints, ctx.footprint_crs)
+        if warnings:
+            report["warnings"] = warnings
         return report
 
+    def _check_class_tags(self, maps: list[ClassMap | None]) -> None:
+        vocab = self.vocabulary()
+        for i, m in enumerate(maps):
+            if m is None:
+                continue
+            for value, tags in m[1].items():
+                for k, v in tags.items():
+                    if not k.startswith(CLASS_KEY_PREFIX) and vocab.phrase(k, v) is None:
+                        raise InputError(
+                            f"osm_join.sources[{i}].classes[{value!r}]: the vocabulary has no "
+                            f"phrase for '{k}={v}' (not a tag it knows, or not a visible feature); "
+                            f"use a tag it knows (e.g. natural=water, landuse=farmland) or give a "
+                            "phrase: {phrase: <words>, countable: true|false}")
+
+    def _build(self, ctx: RunContext, bbox: tuple[float, float, float, float] | None,
+               footprints: list[tuple[float, ...]], keep: frozenset[str],
+               maps: list[ClassMap | None]) -> tuple[FeatureSet, dict[str, Any]]:
+        features = FeatureSet(source="osm_join")
+        per_source = []
+        area = shapely.union_all([shapely.box(*b) for b in footprints]) if footprints else None
+        for i, spec in enumerate(self.config["sources"]):
+            if spec.get("overpass") and not self.config.get("allow_network"):
+                raise InputError("osm_join: an Overpass source needs allow_network: true in the "
+                                 "recipe (rsdata never goes online unless told to)")
+            path = ctx.resolve(spec["path"]) if "path" in spec else None
+            fs = read_source(spec, path, bbox, keep, maps[i])
+            if spec.get("coverage") is not None:
+                cover = declared_coverage(spec["coverage"], ctx.resolve, f"osm_join.sources[{i}].coverage")
+                kind = "declared"
+            else:
+                cover = fs.extent
+                kind = "overpass_bbox" if spec.get("overpass") else "data_extent"
+            extent = fs.extent
+            if cover is not None and bbox is not None:
+                cover = shapely.clip_by_rect(cover, *_union_bbox(footprints, margin=0.01))
+            if cover is not None and (cover.is_empty or cover.area <= 0):
+                cover = None
+            in_fp = (int(shapely.intersects(np.asarray(fs.geometries, dtype=object), area).sum())
+                     if area is not None and len(fs) else len(fs))
+            per_source.append({
+                "id": source_id(spec), "features": len(fs), "features_in_footprints": in_fp,
+                "crs": fs.crs,
+                "extent_wgs84": _rounded_bounds(extent),
+                "coverage": {"kind": kind, "bounds_wgs84": _rounded_bounds(cover),
+                             "wkb_hex": shapely.to_wkb(cover, hex=True) if cover is not None else None},
+                "stats": dict(sorted(fs.stats.items()))})
+            features.extend(fs)
+        return features, {"sources": per_source}
+
+    def _footprint_checks(self, sources: list[dict[str, Any]], footprints: list[tuple[float, ...]],
+                          footprint_crs: list[str]) -> list[str]:
+        """Warn about sources with no feature inside the footprints; with drop_without_visible
+        and no feature from any source, stop: every tile would be dropped."""
+        if not footprints:
+            return []
+        fp = _rounded_bounds(shapely.box(*_union_bbox(footprints, margin=0.0)))
+        crs_names = sorted({_crs_name(c) for c in footprint_crs if c})
+        where = f"{fp} (WGS84 lon/lat" + (f"; imagery CRS {', '.join(crs_names)})" if crs_names else ")")
+        warnings = []
+        for s in sources:
+            if s["features_in_footprints"] == 0:
+                msg = (f"osm_join source {s['id']!r} (CRS {s['crs'] or 'unknown'}, data extent "
+                       f"{s['extent_wgs84'] or 'empty'} in WGS84) has 0 features inside the run's "
+                       f"footprints {where}. Check that it covers the imagery and that its CRS is "
+                       "right; its tiles get no features from it.")
+                warnings.append(msg)
+                print(f"rsdata: warning: {msg}", file=sys.stderr)
+        if self.drop_empty and all(s["features_in_footprints"] == 0 for s in sources):
+            names = ", ".join(f"{s['id']} (CRS {s['crs'] or 'unknown'}, extent {s['extent_wgs84']})"
+                              for s in sources)
+            raise InputError(
+                f"osm_join: no source has any feature inside the run's footprints {where}, and "
+                f"drop_without_visible: true would drop every tile. Sources: {names}. Use vector "
+                "data that overlaps the imagery (check its CRS), or set drop_without_visible: false.")
+        return warnings
+
     # -- worker side ----------------------------------------------------------------------------
+    def _data(self) -> tuple[FeatureSet, dict[str, Any]]:
+        if self._lazy_data is None:
+            if self.cache_path is None:
+                raise RuntimeError("OsmJoin.prepare() must run before the stage is used")
+            loaded = read_cache(Path(self.cache_path))
+            if loaded is None:
+                raise InputError(f"the OSM cache {self.cache_path} is missing or corrupt; run again "
+                                 "(the driver rebuilds it)")
+            self._lazy_data = loaded
+        return self._lazy_data
+
+    def _coverage(self) -> tuple[list[tuple[str, BaseGeometry]], BaseGeometry | None]:
+        if self._lazy_coverage is None:
+            _, extra = self._data()
+            covers = [(s["id"], shapely.from_wkb(s["coverage"]["wkb_hex"]))
+                      for s in extra["sources"] if s["coverage"].get("wkb_hex")]
+            for _, geom in covers:
+                shapely.prepare(geom)
+            union = shapely.union_all([g for _, g in covers]) if covers else None
+            if union is not None:
+                shapely.prepare(union)
+            self._lazy_coverage = (covers, union)
+        return self._lazy_coverage
+
+    def _tile_wgs84(self, crs_text: str, corners: list[tuple[float, float]]) -> BaseGeometry:
+        if crs_text not in self._lazy_to_wgs84:
+            crs = CRS.from_user_input(crs_text)
+            self._lazy_to_wgs84[crs_text] = (None if crs.to_epsg() == 4326 else
+                                             Transformer.from_crs(crs, "EPSG:4326", always_xy=True))
+        return tile_polygon_wgs84(self._lazy_to_wgs84[crs_text], np.array(corners, dtype=float))
+
     def _index(self, crs_text: str) -> _Index:
         index = self._lazy_indexes.get(crs_text)
         if index is not None:
             return index
-        if self.cache_path is None:
-            raise RuntimeError("OsmJoin.prepare() must run before the stage is used")
-        with open(self.cache_path, "rb") as fh:
-            features: FeatureSet = pickle.load(fh)
+        features, _ = self._data()
         vocab = self.vocabulary()
         keys = self.keys()
         geoms, tag_lists = [], []
@@ -214,6 +412,8 @@ class OsmJoin(Stage):
         inv = ~transform
         corners = [transform @ xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
         tile = shapely.Polygon(corners)
+        covers, union = self._coverage()
+        coverage = coverage_of(self._tile_wgs84(geo["crs"], corners), covers, union)
         gx, gy = geo["gsd_xy_m"]
         px_area_m2 = gx * gy
         px_len_m = float(np.sqrt(gx * gy))
@@ -243,6 +443,8 @@ class OsmJoin(Stage):
                         "plural": phrase.plural, "mass": phrase.mass, "category": phrase.category,
                         "count": 0, "visible_count": 0, "primary_count": 0,
                         "geom_types": Counter()}
+                    if phrase.plural_verb:
+                        entry["plural_verb"] = True
                 entry["count"] += 1
                 entry["primary_count"] += int(rank == 0)
                 entry["visible_count"] += int(visible)
@@ -271,6 +473,7 @@ class OsmJoin(Stage):
             tags.append(entry)
         tags.sort(key=lambda t: (not t["visible"], -t["area_share"], -t["length_m"], -t["count"], t["tag"]))
         return {"sources": self.source_ids, "n_features": n_features, "tags": tags,
+                "coverage": coverage,
                 "min_pixels": {"polygon": self.min_polygon, "line": self.min_line, "point": self.min_point}}
 
 
@@ -342,3 +545,27 @@ def _file_ident(path: Path) -> list[Any]:
         return [str(path), st.st_size, st.st_mtime_ns]
     except OSError:
         return [str(path)]
+
+
+def _rounded_bounds(geom: BaseGeometry | None) -> list[float] | None:
+    if geom is None or geom.is_empty:
+        return None
+    return [round(float(v), 6) for v in geom.bounds]
+
+
+def _crs_name(crs_text: str) -> str:
+    try:
+        crs = CRS.from_user_input(crs_text)
+    except Exception:  # noqa: BLE001
+        return "unknown CRS"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with every mapping key as text (YAML allows ``{10: ...}`` class codes)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

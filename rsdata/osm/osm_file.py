@@ -21,6 +21,9 @@ file), ``degenerate`` (fewer than two distinct points, or a ring enclosing no ar
 ``invalid_geometry`` (osmium could not assemble the relation's rings, or GEOS could not
 repair it) and ``empty_geometry``. Drops are counted before the bbox filter.
 
+``FeatureSet.extent`` is the extract's bounds from the file header (``<bounds>`` in XML,
+``HeaderBBox`` in PBF), else the convex hull of every feature read (before the bbox filter).
+
 Limits: node locations are cached in memory (fine up to country extracts); objects with
 negative ids (unsaved JOSM edits) are not supported, their ways count as ``missing_nodes``.
 """
@@ -116,6 +119,12 @@ def read_osm_file(
     _count_failed_relations(osmium, collector, osm_file, processor, file_path)
 
     features = collector.finish(str(file_path))
+    # where the file has data: the extract bounds its header declares, else its features' hull
+    features.extent = _header_box(osmium, osm_file)
+    if features.extent is None:
+        from rsdata.osm.coverage import data_extent
+
+        features.extent = data_extent(features.geometries, "EPSG:4326")
     if box is not None:
         features = _within_bbox(features, box)
     features.stats[LOADED] = len(features)
@@ -210,6 +219,26 @@ def _osmium_file(osmium: Any, file_path: Path) -> Any:
     if name.endswith(_KNOWN_SUFFIXES):
         return osmium.io.File(str(file_path))
     return osmium.io.File(str(file_path), _sniff_format(file_path))
+
+
+def _header_box(osmium: Any, osm_file: Any) -> Polygon | None:
+    """The bounding box an OSM file's header declares (``<bounds>``, PBF ``HeaderBBox``)."""
+    try:
+        reader = osmium.io.Reader(osm_file, osmium.osm.osm_entity_bits.NOTHING)
+    except Exception:  # noqa: BLE001 - a header osmium cannot read simply declares nothing
+        return None
+    try:
+        box = reader.header().box()
+        if not box.valid():
+            return None
+        bl, tr = box.bottom_left, box.top_right
+        if not (bl.lon < tr.lon and bl.lat < tr.lat):
+            return None
+        return shapely.box(bl.lon, bl.lat, tr.lon, tr.lat)
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        reader.close()
 
 
 def _sniff_format(file_path: Path) -> str:
@@ -533,7 +562,8 @@ def _within_bbox(features: FeatureSet, box: Polygon) -> FeatureSet:
     if not len(features):
         return features
     inside = shapely.intersects(np.asarray(features.geometries, dtype=object), box)
-    kept = FeatureSet(source=features.source, stats=features.stats)
+    kept = FeatureSet(source=features.source, stats=features.stats, crs=features.crs,
+                      extent=features.extent)
     for keep, geometry, tags, fid in zip(inside, features.geometries, features.tags,
                                          features.ids):
         if keep:

@@ -111,6 +111,9 @@ class Phrase:
     """Coarse class, one of :data:`CATEGORIES`."""
     known: bool = True
     """False when the phrase was made by a fallback rule rather than listed."""
+    plural_verb: bool = False
+    """A mass noun whose form is plural ("trees", "rapids"): its verbs agree in the plural
+    ("trees cover", not "trees covers")."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +524,7 @@ _VocabularyLoader.add_implicit_resolver(
 )
 
 _KEY_FIELDS = frozenset({"category", "mass", "default", "values", "ignore"})
-_PHRASE_FIELDS = frozenset({"singular", "plural", "mass", "category"})
+_PHRASE_FIELDS = frozenset({"singular", "plural", "mass", "category", "plural_verb"})
 
 
 def _check_key(raw: Any, where: str) -> str:
@@ -585,7 +588,7 @@ def _parse_phrase(spec: Any, where: str, category: str, mass: bool) -> Phrase:
         return Phrase(singular, singular if mass else pluralize(singular), mass, category)
     if not isinstance(spec, Mapping):
         raise VocabularyError(
-            f"{where}: a value is a phrase string or a mapping with singular/plural/mass/"
+            f"{where}: a value is a phrase string or a mapping with singular/plural/mass/plural_verb/"
             f"category, got {type(spec).__name__}"
         )
     unknown = set(spec) - _PHRASE_FIELDS
@@ -607,7 +610,9 @@ def _parse_phrase(spec: Any, where: str, category: str, mass: bool) -> Phrase:
             )
     else:
         plural = singular if is_mass else pluralize(singular)
-    return Phrase(singular, plural, is_mass, cat)
+    plural_verb = (_check_bool(spec["plural_verb"], where, "plural_verb")
+                   if "plural_verb" in spec else False)
+    return Phrase(singular, plural, is_mass, cat, plural_verb=plural_verb)
 
 
 def _parse_key_spec(entry: Any, where: str, base: _KeySpec | None = None) -> _KeySpec:

@@ -1,92 +1,55 @@
-"""``rsdata score`` over an existing corpus: a new version whose samples carry ``scores.<name>``.
+"""``rsdata score`` over an existing corpus: an ordinary run with a corpus source and a score stage.
 
-The corpus is never rewritten in place. The scored copy goes to another directory, with a
-manifest that names its parent: the parent stays intact and verifiable (its checksums, its
-run's resume markers, any subset list computed from it keep holding), and a crash leaves a
-directory without a manifest rather than a half-scored corpus. The price is a second copy of
-the images on disk.
+The corpus is never rewritten in place: the scored version goes to another directory, written
+by the same executors as any run (markers, resume after a crash, stats by reason), and its
+manifest names the parent (path, manifest sha256, recipe hash). The price is a second copy of
+the images on disk; a subset list (``rsdata filter --subset-only``) avoids it for filtering.
 """
 
 from __future__ import annotations
 
-import sys
-import time
+import re
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from rsdata.filtering.corpus import Corpus, DerivedCorpusWriter, Entry, derived_name
-from rsdata.sample import Sample
+from rsdata.corpus.manifest import load_manifest
 from rsdata.scoring.base import Scorer
-from rsdata.scoring.images import decode_rgb
-from rsdata.scoring.stage import SCORE_DIGITS
-from rsdata.stats import StageStats
-
-STAGE_NAME = "score"
 
 
-def _flush(scorer: Scorer, batch: list[tuple[Sample, str, bytes]], writer: DerivedCorpusWriter,
-           values: list[float]) -> None:
-    images = [decode_rgb(data, f"sample {s.key}") for s, _, data in batch]
-    scores = scorer.score(images, [t for _, t, _ in batch])
-    for (sample, _, _), value in zip(batch, scores):
-        sample.meta.setdefault("scores", {})[scorer.name] = round(float(value), SCORE_DIGITS)
-        writer.write(sample)
-        values.append(float(value))
-    batch.clear()
+def score_recipe(source: str | Path, out_dir: str | Path, scorer: Scorer,
+                 corpus_name: str | None = None) -> dict[str, Any]:
+    """The recipe (as a dict) that scores ``source`` into ``out_dir`` with ``scorer``'s settings."""
+    parent = load_manifest(source)
+    name = corpus_name or f"{parent['name']}-scored"
+    if parent["name"].endswith("-scored") and corpus_name is None:
+        name = parent["name"]
+    name = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_") or "scored"
+    out = (parent.get("recipe") or {}).get("output") or {}
+    stage: dict[str, Any] = {"type": "score", "scorer": scorer.kind, "model": str(Path(scorer.model_path).resolve()),
+                             "name": scorer.name, "device": scorer.device_setting}
+    if scorer.batch_size_setting is not None:
+        stage["batch_size"] = scorer.batch_size_setting
+    output: dict[str, Any] = {"dir": str(out_dir)}
+    for key in ("max_samples_per_shard", "max_bytes_per_shard"):
+        if key in out:
+            output[key] = out[key]
+    return {"version": 1, "name": name,
+            "description": f"scores.{scorer.name} of corpus {parent['name']}",
+            "source": {"type": "corpus", "path": str(Path(source).resolve())},
+            "stages": [stage], "output": output}
 
 
 def score_corpus(source: str | Path, out_dir: str | Path, scorer: Scorer, corpus_name: str | None = None,
-                 overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Score every sample of ``source`` and write the scored corpus to ``out_dir``."""
-    corpus = Corpus(source)
-    started = time.perf_counter()
-    scorer.load()  # a wrong model fails before the output directory is touched
-    writer = DerivedCorpusWriter(corpus, out_dir, corpus_name or derived_name(corpus.manifest["name"], "scored"),
-                                 overwrite=overwrite)
-    stats = StageStats(STAGE_NAME)
-    values: list[float] = []
-    batch: list[tuple[Sample, str, bytes]] = []
-    bar = tqdm(total=corpus.nsamples, unit="sample", desc=f"score ({scorer.name})", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
-    try:
-        with bar:
-            entry: Entry
-            for entry in corpus.entries():
-                stats.n_in += 1
-                batch.append((entry.sample(), entry.text(), entry.image()))
-                if len(batch) >= scorer.batch_size:
-                    n = len(batch)
-                    _flush(scorer, batch, writer, values)
-                    stats.n_out += n
-                    bar.update(n)
-            if batch:
-                n = len(batch)
-                _flush(scorer, batch, writer, values)
-                stats.n_out += n
-                bar.update(n)
-    except BaseException:
-        writer.abort()
-        raise
-    seconds = time.perf_counter() - started
-    summary = {}
-    if values:
-        import numpy as np
+                 overwrite: bool = False, progress: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Score every sample of ``source`` into a new corpus in ``out_dir``; returns its manifest.
 
-        q = np.quantile(np.array(values), [0.0, 0.1, 0.5, 0.9, 1.0])
-        summary = dict(zip(("min", "p10", "median", "p90", "max"), (round(float(v), 4) for v in q)))
-    entry_stats = stats.to_json()
-    entry_stats["counters"] = {"samples_per_second": round(stats.n_out / seconds, 2) if seconds else 0}
-    sources = [_model_source(p) for p in scorer.input_files()]
-    derivation = {"command": "score", "scorer": scorer.describe(), "score_name": scorer.name,
-                  "score_summary": summary}
-    return writer.finish([entry_stats], derivation, sources=sources, seconds=seconds)
+    A rerun after a crash resumes (finished partitions are kept); a rerun of a finished job
+    changes nothing."""
+    from rsdata.executors.local import run_local
+    from rsdata.plan import build_plan
+    from rsdata.recipe import parse_recipe
 
-
-def _model_source(path: Path) -> dict[str, Any]:
-    from rsdata.inputs import sha256_file
-
-    return {"path": str(path.resolve()), "role": "other", "sha256": sha256_file(path),
-            "bytes": path.stat().st_size, "license": "unknown",
-            "attribution": "scoring model (check its license before publishing scores)", "manifest": None}
+    recipe = parse_recipe(score_recipe(source, out_dir, scorer, corpus_name), base_dir=Path.cwd(),
+                          what="the score run")
+    plan = build_plan(recipe, Path(out_dir), overwrite=overwrite)
+    return run_local(plan, workers=workers, progress=progress).manifest

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,13 +25,44 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from rsdata.errors import InputError
+from rsdata.errors import InputError, RecipeError
 from rsdata.geo import TileGeo, bounds_wgs84, pixel_size_m
+from rsdata.remote import is_url
 from rsdata.render import Stretch, encode_image, percentile_limits, to_rgb8
 from rsdata.sample import Sample
+from rsdata.settings import from_config
+from rsdata.sources.base import InputRecord, Partition, PlanContext, Source, SourcePlan, partition_id
 from rsdata.stats import StageStats
 
 STAGE_NAME = "tile"
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    size: int
+    overlap: int
+    resampling: str
+    gsd: float | None = None
+
+
+@dataclass(frozen=True)
+class RasterSettings:
+    """The ``raster`` source's options, parsed once from the schema-resolved recipe."""
+
+    rasters: list[dict[str, Any]]
+    tile: TileSettings
+    stretch: dict[str, Any]
+    max_nodata_fraction: float
+    keep_geotiff: bool
+    image_format: str
+    jpeg_quality: int
+    partition_size: int
+    on_read_error: str
+    max_tiles: int
+    max_upsample: float
+    bands: list[int] | None = None
+    platform: str | None = None
+    max_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,21 +97,24 @@ class RasterInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Partition:
-    """A block of tiles of one raster: the unit of parallel work, of shards and of resume."""
+@dataclass(frozen=True)
+class RasterBlock:
+    """The payload of a raster partition: a block of tiles of one raster."""
 
-    id: str
     raster: RasterInfo
     tiles: list[TileWindow]
 
 
-def _open(path: str) -> rasterio.DatasetReader:
+def _open(path: str, allow_remote: bool = False) -> rasterio.DatasetReader:
     if not Path(path).is_file():
         raise InputError(f"raster not found: {path}. Check the path in the recipe "
                          "(relative paths are relative to the recipe file).")
+    from rsdata.gdal_env import open_local_raster
+
     try:
-        return rasterio.open(path)
+        # GDAL reads by content: a local .tif may be a VRT of /vsicurl/ sources. Without
+        # allow_remote, such files are refused and GDAL gets no network access while opening.
+        return open_local_raster(path, allow_remote=allow_remote)
     except RasterioIOError as exc:
         raise InputError(f"cannot open raster {path}: {exc}. The file is corrupt, truncated or "
                          "not a raster GDAL can read; re-download it or convert it to GeoTIFF.") from None
@@ -116,16 +152,25 @@ def _check_georeferencing(src: rasterio.DatasetReader, crs_override: str | None)
 
 
 def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int,
-                 gsd: float | None, overlap: int) -> tuple[list[TileWindow], float]:
+                 gsd: float | None, overlap: int, max_tiles: int | None = None,
+                 max_upsample: float | None = None, name: str = "the raster") -> tuple[list[TileWindow], float]:
     """Lay tiles of ``size`` output pixels at ``gsd`` metres/pixel over a raster.
 
-    Returns the windows (source pixel units, fully inside the raster) and the GSD used.
+    Returns the windows (source pixel units, fully inside the raster) and the GSD used. The
+    tile count is checked against ``max_tiles`` *before* any window is made, so a small file
+    that declares a huge raster cannot take the machine's memory.
     """
     if overlap >= size:
         raise InputError(f"source.tile.overlap ({overlap}) must be smaller than the tile size ({size})")
     cx, cy = transform @ (width / 2, height / 2)
     dx0, dy0 = pixel_size_m(crs, transform, cx, cy)
-    target = gsd if gsd else math.sqrt(dx0 * dy0)
+    native = math.sqrt(dx0 * dy0)
+    target = gsd if gsd else native
+    if max_upsample is not None and target * max_upsample < native:
+        raise InputError(
+            f"{name}: source.tile.gsd {target:g} m is {native / target:.0f}x finer than the raster's "
+            f"native {native:.4g} m; upsampling beyond {max_upsample:g}x invents detail and multiplies "
+            "the tile count. Use a coarser gsd, or raise source.max_upsample if you mean it.")
     stride = size - overlap
     src_h = size * target / dy0
     step_h = stride * target / dy0
@@ -133,6 +178,13 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
     if src_h > height:
         return windows, target
     n_rows = int(math.floor((height - src_h) / step_h + 1e-9)) + 1
+    if max_tiles is not None:
+        est_cols = max(0, int(math.floor((width - size * target / dx0) / (stride * target / dx0) + 1e-9)) + 1)
+        if n_rows * est_cols > max_tiles:
+            raise InputError(
+                f"{name}: {width} x {height} px at {target:g} m/px would make about "
+                f"{n_rows * est_cols:,} tiles, more than source.max_tiles = {max_tiles:,}. Raise "
+                "source.max_tiles if you mean it, or use larger tiles or a coarser gsd.")
     for row in range(n_rows):
         row_off = row * step_h
         if crs.is_geographic:
@@ -174,26 +226,26 @@ def _sample_limits(src: rasterio.DatasetReader, bands: list[int], windows: list[
     return percentile_limits(data, valid, low, high)
 
 
-def plan_raster(entry: dict[str, Any], path: Path, cfg: dict[str, Any], provenance: dict[str, str]
-                ) -> tuple[RasterInfo, list[TileWindow]]:
+def plan_raster(entry: dict[str, Any], path: Path, cfg: RasterSettings, provenance: dict[str, str],
+                allow_remote: bool = False) -> tuple[RasterInfo, list[TileWindow]]:
     """Open and check one raster of the recipe; return its info and its tile windows."""
-    with _open(str(path)) as src:
+    with _open(str(path), allow_remote=allow_remote) as src:
         crs = _check_georeferencing(src, entry.get("crs"))
         if src.transform == Affine.identity() and not src.gcps[0]:
             raise InputError(f"{path} has no geotransform (pixel coordinates only); georeference "
                              "it first (e.g. gdal_translate -a_ullr ... -a_srs ...)")
-        tile = cfg["tile"]
-        windows, _ = plan_windows(crs, src.transform, src.width, src.height, tile["size"],
-                                  tile.get("gsd"), tile.get("overlap", 0))
-        render, alpha = _render_bands(src, cfg.get("bands"))
-        stretch = cfg.get("stretch", {"mode": "auto", "low": 2, "high": 98})
-        mode = stretch.get("mode", "auto")
+        tile = cfg.tile
+        windows, _ = plan_windows(crs, src.transform, src.width, src.height, tile.size, tile.gsd,
+                                  tile.overlap, cfg.max_tiles, cfg.max_upsample, name=str(path))
+        render, alpha = _render_bands(src, cfg.bands)
+        stretch = cfg.stretch
+        mode = stretch["mode"]
         if mode == "auto":
             mode = "none" if src.dtypes[0] == "uint8" else "percentile"
         limits = None
         if mode == "percentile" and windows:
-            limits = _sample_limits(src, render, windows, stretch.get("low", 2), stretch.get("high", 98),
-                                    cfg.get("on_read_error", "fail"))
+            limits = _sample_limits(src, render, windows, stretch["low"], stretch["high"],
+                                    cfg.on_read_error)
         info = RasterInfo(
             id=entry["id"], path=str(path), display_path=provenance["display_path"],
             sha256=provenance["sha256"], license=provenance["license"],
@@ -204,11 +256,6 @@ def plan_raster(entry: dict[str, Any], path: Path, cfg: dict[str, Any], provenan
                    "height": src.height, "tiles": len(windows)},
         )
     return info, windows
-
-
-def make_partitions(info: RasterInfo, windows: list[TileWindow], size: int) -> list[Partition]:
-    return [Partition(id=f"{info.id}-{i // size:05d}", raster=info, tiles=windows[i:i + size])
-            for i in range(0, len(windows), size)]
 
 
 def _geotiff_bytes(data: np.ndarray, crs: CRS, transform: Affine, nodata: float | None,
@@ -229,27 +276,81 @@ def _geotiff_bytes(data: np.ndarray, crs: CRS, transform: Affine, nodata: float 
         return bytes(mem.read())
 
 
-class RasterTiler:
-    """Reads the tiles of a partition and yields samples (the ``tile`` stage)."""
+class RasterSource(Source):
+    """GeoTIFF (any GDAL raster) windows: the ``raster`` source.
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.size: int = cfg["tile"]["size"]
-        self.resampling = Resampling[cfg["tile"].get("resampling", "bilinear")]
-        self.max_nodata: float = cfg.get("max_nodata_fraction", 0.05)
-        self.keep_geotiff: bool = cfg.get("keep_geotiff", False)
-        self.fmt: str = cfg.get("image_format", "jpg")
-        self.quality: int = cfg.get("jpeg_quality", 90)
-        self.on_error: str = cfg.get("on_read_error", "fail")
+    Planning opens each raster once, checks it and lays its tile grid; reading opens the raster
+    in the worker and reads the partition's windows one by one (resampled on read)."""
 
-    def __call__(self, part: Partition, stats: StageStats) -> Iterator[Sample]:
-        info = part.raster
+    type = "raster"
+    stats_name = STAGE_NAME
+
+    def __init__(self, config: dict[str, Any], source_id: str, key_prefix: str = "") -> None:
+        super().__init__(config, source_id, key_prefix)
+        self.settings = from_config(RasterSettings, self.config, "source",
+                                    nested={"tile": TileSettings})
+        self.allow_remote = False  # set by plan() from the recipe
+
+    # -- driver ---------------------------------------------------------------------------
+    def plan(self, ctx: PlanContext) -> SourcePlan:
+        cfg = self.settings
+        self.allow_remote = ctx.allow_remote
+        ids = [e["id"] for e in cfg.rasters]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise RecipeError(f"source.rasters: ids must be unique (they prefix sample keys); repeated: {dupes}")
+        out = SourcePlan(partitions=[])
+        planned: list[tuple[RasterInfo, list[TileWindow]]] = []
+        budget = cfg.max_samples
+        for entry in cfg.rasters:
+            path = ctx.resolve(entry["path"])
+            if not path.is_file():
+                raise InputError(f"raster not found: {path}. Check the path in the recipe "
+                                 "(relative paths are relative to the recipe file).")
+            prov = ctx.registry.describe(path, "imagery")
+            display = entry["path"] if is_url(entry["path"]) else ctx.display(path)
+            provenance = {"display_path": display, "sha256": prov.sha256, "license": prov.license,
+                          "attribution": prov.attribution}
+            info, windows = plan_raster(entry, path, cfg, provenance, ctx.allow_remote)
+            if budget is not None:
+                windows = windows[:budget]
+                budget -= len(windows)
+            hash_key = entry["path"] if is_url(entry["path"]) else os.path.relpath(path, ctx.base_dir)
+            out.inputs.append(InputRecord(hash_key, prov.sha256, prov.to_json(display)))
+            out.footprints_wgs84.append(tuple(info.extra["bounds_wgs84"]))
+            out.footprint_crs.append(info.crs_wkt)
+            planned.append((info, windows))
+        if not any(windows for _, windows in planned):
+            raise InputError(f"source {self.id}: no raster is large enough for one tile of "
+                             f"{cfg.tile.size} px at {cfg.tile.gsd or 'native'} m; use smaller tiles "
+                             "(source.tile.size) or a finer gsd")
+        for info, windows in planned:
+            if not windows:
+                print(f"rsdata: warning: raster {info.id} ({info.extra['width']} x {info.extra['height']} px) "
+                      "gives no tiles (smaller than one tile, or past source.max_samples)", file=sys.stderr)
+            out.partitions.extend(self._partitions(info, windows))
+            out.report[info.id] = {"tiles": len(windows), "width": info.extra["width"],
+                                   "height": info.extra["height"]}
+        return out
+
+    def _partitions(self, info: RasterInfo, windows: list[TileWindow]) -> list[Partition]:
+        size = self.settings.partition_size
+        prefix = [self.id] if self.key_prefix else []
+        return [Partition(id=partition_id(*prefix, info.id, i // size), source=self.id,
+                          size=len(windows[i:i + size]),
+                          payload=RasterBlock(info, windows[i:i + size]))
+                for i in range(0, len(windows), size)]
+
+    # -- worker ---------------------------------------------------------------------------
+    def read(self, partition: Partition, stats: StageStats) -> Iterator[Sample]:
+        block: RasterBlock = partition.payload
+        info = block.raster
         crs = CRS.from_wkt(info.crs_wkt)
         geo = TileGeo(crs)
-        with _open(info.path) as src:
-            read_bands = (list(range(1, info.band_count + 1)) if self.keep_geotiff
-                          else info.render_bands)
-            for tile in part.tiles:
+        keep = self.settings.keep_geotiff
+        with _open(info.path, allow_remote=self.allow_remote) as src:
+            read_bands = list(range(1, info.band_count + 1)) if keep else info.render_bands
+            for tile in block.tiles:
                 stats.n_in += 1
                 sample = self._read_tile(src, geo, info, tile, read_bands, stats)
                 if sample is not None:
@@ -258,14 +359,15 @@ class RasterTiler:
 
     def _read_tile(self, src: rasterio.DatasetReader, geo: TileGeo, info: RasterInfo,
                    tile: TileWindow, read_bands: list[int], stats: StageStats) -> Sample | None:
+        cfg = self.settings
         win = Window(tile.col_off, tile.row_off, tile.width, tile.height)
-        size = self.size
+        size = cfg.tile.size
         try:
             data = src.read(read_bands, window=win, out_shape=(len(read_bands), size, size),
-                            resampling=self.resampling)
+                            resampling=Resampling[cfg.tile.resampling])
             mask = src.dataset_mask(window=win, out_shape=(size, size))
         except RasterioError as exc:
-            if self.on_error == "skip":
+            if cfg.on_read_error == "skip":
                 stats.drop("read_error")
                 return None
             raise InputError(
@@ -274,10 +376,10 @@ class RasterTiler:
                 "it, or set source.on_read_error: skip to drop unreadable tiles.") from None
         valid = mask > 0
         nodata_fraction = 1.0 - float(valid.mean())
-        if nodata_fraction > self.max_nodata:
+        if nodata_fraction > cfg.max_nodata_fraction:
             stats.drop("nodata")
             return None
-        if self.keep_geotiff:
+        if cfg.keep_geotiff:
             render = data[[read_bands.index(b) for b in info.render_bands]]
         else:
             render = data
@@ -288,18 +390,22 @@ class RasterTiler:
         cx, cy = transform @ (size / 2, size / 2)
         gx, gy = geo.pixel_size_m(transform, cx, cy)
         wgs = geo.bounds_wgs84(bounds)
-        key = f"{info.id}_{tile.col:05d}_{tile.row:05d}"
-        meta: dict[str, Any] = {
-            "schema_version": 1,
-            "key": key,
-            "synthetic": False,
-            "source": {
+        key = self.key(f"{info.id}_{tile.col:05d}_{tile.row:05d}")
+        source: dict[str, Any] = {
                 "type": "raster", "id": info.id, "path": info.display_path, "sha256": info.sha256,
                 "license": info.license, "attribution": info.attribution,
                 "window": {"col_off": round(tile.col_off, 3), "row_off": round(tile.row_off, 3),
                            "width": round(tile.width, 3), "height": round(tile.height, 3)},
                 "tile": {"col": tile.col, "row": tile.row},
-            },
+        }
+        if cfg.platform:
+            source["platform"] = cfg.platform
+        meta: dict[str, Any] = {
+            "schema_version": 1,
+            "key": key,
+            "synthetic": False,
+            "origin": {"type": "raster", "source": self.id},
+            "source": source,
             "geo": {
                 "crs": geo.name, "crs_from_recipe": info.crs_from_recipe,
                 "bounds": [round(float(b), 9) for b in bounds],
@@ -314,12 +420,12 @@ class RasterTiler:
             "scores": {},
         }
         tif = None
-        if self.keep_geotiff:
+        if cfg.keep_geotiff:
             tif = _geotiff_bytes(data, geo.crs, transform, src.nodata,
                                  None if (src.nodata is not None or info.alpha_bands) else mask,
                                  list(src.colorinterp))
-        return Sample(key=key, image=encode_image(rgb, self.fmt, self.quality),
-                      image_format=self.fmt, meta=meta, tif=tif)
+        return Sample(key=key, image=encode_image(rgb, cfg.image_format, cfg.jpeg_quality),
+                      image_format=cfg.image_format, meta=meta, tif=tif)
 
 
 def _gdal_reason(exc: BaseException) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rsdata.errors import InputError, RsdataError
-from rsdata.manifest import load_manifest
-from rsdata.shards import iter_raw
+from rsdata.corpus.manifest import ShardRecord, load_manifest, shard_records
+from rsdata.corpus.reader import iter_shard
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 SKIP_EXTS = ("tif", "tiff")  # full-band chips: large and not used for training
@@ -27,10 +27,17 @@ class TrainDataError(RsdataError):
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard: absolute path and the sample count its manifest records."""
+    """One shard: absolute path, the sample count, size and sha256 its manifest records."""
 
     path: str
     nsamples: int
+    bytes: int = 0
+    sha256: str = ""
+
+    def record(self) -> ShardRecord | None:
+        if not self.sha256:
+            return None
+        return ShardRecord(self.path, Path(self.path), self.nsamples, self.bytes, self.sha256)
 
 
 def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
@@ -40,24 +47,26 @@ def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
         path = Path(corpus)
         manifest = load_manifest(path)
         base = path.parent if path.is_file() else path
-        for s in manifest["shards"]:
-            file = base / s["path"]
-            if not file.is_file():
-                raise InputError(f"shard {file} listed in {base / 'manifest.json'} is missing; "
+        for rec in shard_records(base, manifest):
+            if not rec.file.is_file():
+                raise InputError(f"shard {rec.file} listed in {base / 'manifest.json'} is missing; "
                                  "rerun `rsdata run` for that corpus")
-            shards.append(ShardInfo(str(file.resolve()), int(s["nsamples"])))
+            shards.append(ShardInfo(str(rec.file.resolve()), rec.nsamples, rec.bytes, rec.sha256))
     if not shards:
         raise TrainDataError("the given corpora list no shards: nothing to train or evaluate on")
     return shards
 
 
-def read_shard(path: str, read_data: bool = True) -> list[dict[str, Any]]:
+def read_shard(shard: ShardInfo | str, read_data: bool = True, verify: bool = True) -> list[dict[str, Any]]:
     """All samples of one tar shard, in file order: ``{"__key__": key, ext: bytes, ...}``.
 
     Full-band ``tif`` members are skipped; ``read_data=False`` lists keys only. Reading goes
-    through :mod:`rsdata.shards` (streamed, member names checked, nothing extracted).
+    through :mod:`rsdata.corpus.reader` (streamed, member names checked, nothing extracted, the
+    sha256 checked against the manifest unless ``verify`` is off).
     """
-    return list(iter_raw(path, extensions=None if read_data else (), skip=SKIP_EXTS))
+    info = shard if isinstance(shard, ShardInfo) else ShardInfo(str(shard), 0)
+    return list(iter_shard(info.path, info.record(), extensions=None if read_data else (),
+                           skip=SKIP_EXTS, verify=verify))
 
 
 def check_count(shard: ShardInfo, samples: list[dict[str, Any]]) -> None:

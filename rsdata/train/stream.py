@@ -96,7 +96,7 @@ class ShardStream(IterableDataset):
     def shard_samples(self, slot: int, epoch: int, shard_index: int) -> list[dict[str, Any]]:
         """The samples of one shard that belong to ``slot`` in ``epoch``, shuffled, held-out removed."""
         info = self.cfg.shards[shard_index]
-        samples = read_shard(info.path)
+        samples = read_shard(info)
         check_count(info, samples)
         perm = _rng(self.cfg.seed, epoch, shard_index).permutation(len(samples))
         picked = [samples[i] for i in perm]

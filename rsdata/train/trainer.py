@@ -61,7 +61,7 @@ from rsdata.train.distributed import (
 )
 from rsdata.train.optim import build_optimizer, build_scheduler
 from rsdata.train.stream import Position, ShardStream, StreamConfig, slot_of_step
-from rsdata.writer import atomic_write_bytes
+from rsdata.atomic import atomic_write_bytes
 
 LOG_FILE = "log.jsonl"
 ARGS_FILE = "train_args.json"
@@ -122,7 +122,7 @@ def count_training_samples(shards: list[ShardInfo], holdout: float, seed: int,
     """Samples left for training (reads only tar headers when keys are held out)."""
     if holdout <= 0 and not exclude:
         return sum(s.nsamples for s in shards)
-    return sum(1 for s in shards for x in read_shard(s.path, read_data=False)
+    return sum(1 for s in shards for x in read_shard(s, read_data=False)
                if not is_holdout(x["__key__"], holdout, seed) and x["__key__"] not in exclude)
 
 

@@ -1,4 +1,4 @@
-"""Write samples into WebDataset tar shards, atomically, limited by count and bytes.
+"""The one shard writer: samples into WebDataset tar shards, atomically, limited by count and bytes.
 
 Each shard is written to a hidden temporary file and renamed into place only when complete,
 so a crash never leaves a half-written shard under a real name. The sha256 and size are taken
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import webdataset as wds
 
 from rsdata import schemas
+from rsdata.atomic import fsync_dir
 from rsdata.sample import KEY_PATTERN, Sample
 
 TAR_MTIME = 946684800  # 2000-01-01: reproducible shards (an int: a float forces PAX headers)
@@ -38,37 +40,22 @@ class _HashingFile:
         self.fh.flush()
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+SHARD_SEPARATOR = "."  # sample keys, source and raster ids never hold a dot: names cannot collide
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}{SHARD_SEPARATOR}{index:05d}.tar"
+
+
+def owned_by(prefix: str, filename: str) -> bool:
+    """Whether ``filename`` is a shard (or a writer's temporary file) of writer ``prefix``.
+
+    Exact: the shards of partition ``a`` are never confused with those of ``a-00000``."""
+    return re.fullmatch(rf"\.?{re.escape(prefix)}\.[0-9]{{5}}\.tar(\.tmp[0-9]+)?", filename) is not None
 
 
 class ShardWriter:
-    """Writes ``{prefix}-{n:05d}.tar`` shards into ``root/subdir``; paths reported relative to root."""
+    """Writes ``{prefix}.{n:05d}.tar`` shards into ``root/subdir``; paths reported relative to root."""
 
     def __init__(self, root: Path, prefix: str, max_samples: int, max_bytes: int,
                  subdir: str = "shards", validate: bool = True) -> None:
@@ -91,7 +78,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"{self.prefix}-{len(self.shards):05d}.tar"
+        name = shard_name(self.prefix, len(self.shards))
         self._final = self.dir / name
         self._tmp = self.dir / f".{name}.tmp{os.getpid()}"
         self._fh = open(self._tmp, "wb")
