@@ -29,7 +29,7 @@ from rsdata.llm.audit import read_audit
 from rsdata.llm.backends import EMBEDDED_MODEL, GenRequest, make_backend
 from rsdata.llm.facts import build_facts
 from rsdata.llm.prompts import STYLES, build_prompt
-from rsdata.llm.report import llm_summary
+from rsdata.reports.llm_section import llm_summary
 from rsdata.llm.stage import clean_answer
 from rsdata.llm.validator import Limits, Validator
 from rsdata.corpus.manifest import load_manifest

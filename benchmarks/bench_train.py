@@ -128,7 +128,7 @@ def write_corpus(out: Path, n: int, per_shard: int = 128, seed: int = 0) -> Path
 def measure_loader(corpus: Path, model: Any, workers: int, batch: int, n_batches: int) -> dict[str, Any]:
     import torch
 
-    from rsdata.train.corpus import list_shards
+    from rsdata.corpus.samples import list_shards
     from rsdata.train.stream import ShardStream, StreamConfig
 
     stream = ShardStream(StreamConfig(shards=list_shards([str(corpus)]), batch_size=batch,
@@ -150,7 +150,7 @@ def measure_step(corpus: Path, model: Any, batch: int, n_steps: int, threads: in
     import torch
 
     from rsdata.models import clip_loss
-    from rsdata.train.corpus import list_shards
+    from rsdata.corpus.samples import list_shards
     from rsdata.train.optim import build_optimizer, build_scheduler
     from rsdata.train.stream import ShardStream, StreamConfig
 
@@ -260,7 +260,7 @@ def retrieval_experiment(work: Path, steps: int) -> dict[str, Any]:
     from rsdata.evaluate import EvalSpec, evaluate, shard_retrieval_set
     from rsdata.models import create_model, load_checkpoint
     from rsdata.train import TrainConfig, train
-    from rsdata.train.corpus import list_shards, read_shard
+    from rsdata.corpus.samples import list_shards, read_shard
 
     corpus, recipe = work / "sw128", work / "sw128.yaml"
     recipe.write_text(RECIPE.format(repo=REPO, out=corpus))

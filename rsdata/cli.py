@@ -44,10 +44,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from rsdata.inspect import inspect_corpus
+    from rsdata.inspect import run_inspect
 
-    report = inspect_corpus(Path(args.dir), samples=args.samples, out=Path(args.out) if args.out else None)
+    report, summary = run_inspect(Path(args.dir), samples=args.samples,
+                                  out=Path(args.out) if args.out else None)
     print(report)
+    if not summary["integrity"]["ok"]:
+        print("rsdata: inspect: the corpus does not match its manifest (see MISMATCH above)",
+              file=sys.stderr)
+        return 1
+    if summary.get("status") == "failed":
+        print("rsdata: inspect: this corpus is the output of a failed run", file=sys.stderr)
+        return 1
     return 0
 
 

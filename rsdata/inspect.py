@@ -19,7 +19,7 @@ from typing import Any, Iterator, Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from rsdata.llm.report import llm_summary, section_llm
+from rsdata.reports.llm_section import llm_summary, section_llm
 from rsdata.corpus.manifest import load_manifest
 from rsdata.corpus.reader import iter_shard
 from rsdata.errors import RsdataError
@@ -266,6 +266,8 @@ def build_summary(out_dir: Path, manifest: dict[str, Any], scan: Scan) -> dict[s
     bad = [c.to_json() for c in scan.checks if c.problems]
     return {
         "format": SUMMARY_FORMAT,
+        "status": manifest.get("status", "complete"),
+        "failure": manifest.get("failure"),
         "corpus": {
             "name": manifest["name"], "dir": str(out_dir), "created": manifest["created"],
             "rsdata_version": manifest["rsdata_version"], "recipe_hash": manifest["recipe_hash"],
@@ -337,6 +339,8 @@ def section_header(s: dict[str, Any]) -> list[str]:
              f"created {c['created']}",
              f"  {c['nsamples']:,} samples in {c['shards']} shards, {fmt_bytes(c['bytes'])} "
              f"({c['bytes']:,} bytes)"]
+    if s.get("status") == "failed":
+        lines.append(f"  FAILED RUN: {s.get('failure') or 'no reason recorded'}")
     if c["nsamples"] == 0:
         lines.append("  The corpus is empty: no samples were written (see the stage counts below).")
     return lines
@@ -668,7 +672,14 @@ def write_outputs(out: Path, summary: dict[str, Any], scan: Scan) -> dict[str, s
 
 
 def inspect_corpus(out_dir: Path, samples: int = 12, out: Path | None = None) -> str:
-    """Check and summarise the corpus in ``out_dir``; write PNGs, report and summary to ``out``."""
+    """Check and summarise the corpus in ``out_dir``; write PNGs, report and summary to ``out``;
+    returns the report."""
+    return run_inspect(out_dir, samples, out)[0]
+
+
+def run_inspect(out_dir: Path, samples: int = 12, out: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Like :func:`inspect_corpus`, and also return the summary (``summary["integrity"]["ok"]``
+    says whether every shard matched the manifest)."""
     out_dir = Path(out_dir)
     base = out_dir.parent if out_dir.is_file() else out_dir
     manifest = load_manifest(out_dir, allow_failed=True)
@@ -682,4 +693,4 @@ def inspect_corpus(out_dir: Path, samples: int = 12, out: Path | None = None) ->
     atomic_write_bytes(out / "report.txt", report.encode("utf-8"))
     summary_text = json.dumps(summary, indent=2, ensure_ascii=False)
     atomic_write_bytes(out / "summary.json", summary_text.encode("utf-8"))
-    return report
+    return report, summary

@@ -167,7 +167,13 @@ def _acquire(out_dir: Path, path: Path) -> int:
     for _ in range(_ATTEMPTS):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            flags = getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
+            except PermissionError:
+                if not path.exists():
+                    raise
+                fd = os.open(path, os.O_RDONLY | flags)  # another user's lock file: still lockable
         except FileNotFoundError as exc:  # a releasing holder removed the directory: retry
             last = exc
             continue

@@ -218,7 +218,7 @@ def test_rsdata_score_writes_a_new_version(tiny_clip: Path, tmp_path: Path) -> N
     assert manifest["parent"]["manifest_sha256"] == before["m"]
     assert any(s["name"] == "score" and s["out"] == 6 for s in manifest["stages"])
     assert any(s["path"].endswith("model.safetensors") for s in manifest["sources"])
-    from rsdata.scoring.images import decode_rgb
+    from rsdata.imaging import decode_rgb
 
     stored_images = [decode_rgb(encode(scene(i)), "test") for i in range(6)]  # what the shards hold
     expected = create_scorer("hf_clip", str(tiny_clip), device="cpu").score(stored_images, CAPTIONS)
@@ -315,7 +315,7 @@ def test_score_and_filter_stages_in_a_run(tiny_clip: Path, raster_files: dict, o
     scorer = create_scorer("hf_clip", str(tiny_clip), device="cpu")
     entries = list(Corpus(tmp_path / "out").entries())
     assert len(entries) == kept
-    from rsdata.scoring.images import decode_rgb
+    from rsdata.imaging import decode_rgb
 
     recomputed = scorer.score([decode_rgb(e.image(), e.key) for e in entries], [e.text() for e in entries])
     stored = np.array([e.meta()["scores"]["tiny"] for e in entries])

@@ -21,7 +21,7 @@ from rsdata.models import CheckpointMismatchError, load_checkpoint, read_checkpo
 from rsdata.models.preprocess import ImageTransform
 from rsdata.models.tokenizer import HashedWordTokenizer
 from rsdata.train import TrainConfig, TrainError, train
-from rsdata.train.corpus import TrainDataError, is_holdout, list_shards
+from rsdata.corpus.samples import SampleDataError, is_holdout, list_shards
 from rsdata.train.stream import ShardStream, StreamConfig
 from tiny_corpus import tiny_model_config, write_corpus
 
@@ -114,7 +114,7 @@ def test_shards_without_txt_are_a_clear_error(tmp_path: Path) -> None:
     register_config(tiny_model_config())
     bare = write_corpus(tmp_path / "bare", n=16, drop=("txt",))
     for workers in (0, 1):
-        with pytest.raises(TrainDataError, match=r"has no txt member .*captioning stage"):
+        with pytest.raises(SampleDataError, match=r"has no txt member .*captioning stage"):
             train(cfg(bare, tmp_path / f"run{workers}", steps=2, workers=workers))
 
 
@@ -125,7 +125,7 @@ def test_manifest_count_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     manifest["shards"][0]["nsamples"] = 7
     manifest["nsamples"] = 15
     (corpus / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(TrainDataError, match="holds 8 samples but its manifest says 7"):
+    with pytest.raises(SampleDataError, match="holds 8 samples but its manifest says 7"):
         train(cfg(corpus, tmp_path / "run", steps=2))
 
 

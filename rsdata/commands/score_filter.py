@@ -54,9 +54,13 @@ def _make_scorer(args: argparse.Namespace, name: str | None = None) -> Any:
 def cmd_score(args: argparse.Namespace) -> int:
     from rsdata.scoring.rescore import score_corpus
 
+    from rsdata.lock import command_line, output_lock
+
     scorer = _make_scorer(args, args.name)
-    manifest = score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
-                            overwrite=args.overwrite, progress=not args.quiet)
+    with output_lock(Path(args.out), command_line()) as lock:
+        manifest = score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
+                                overwrite=args.overwrite, progress=not args.quiet,
+                                after_plan=lock.check)
     score = next((s for s in manifest["stages"] if s["name"] == "score"), {"out": 0})
     print(f"scored {score['out']} samples with {scorer.kind} ({scorer.model_path}) as "
           f"scores.{scorer.name} -> {Path(args.out) / 'manifest.json'} (parent "
@@ -77,10 +81,19 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
+    if args.out is None or args.sweep:
+        return _filter(args)
+    from rsdata.lock import command_line, output_lock
+
+    with output_lock(Path(args.out), command_line()):
+        return _filter(args)
+
+
+def _filter(args: argparse.Namespace) -> int:
     from rsdata.errors import InputError
     from rsdata.filtering import Corpus, Subset, decide, reshard, sweep
 
-    corpus = Corpus(args.corpus)
+    corpus = Corpus(args.corpus, verify=not args.no_verify)
     if args.sweep:
         name, rows = sweep(corpus, args.score, args.sweep)
         print(f"scores.{name} over {corpus.nsamples} samples of {corpus.dir}:")
@@ -179,6 +192,8 @@ def register(sub: Any) -> None:
     fl.add_argument("--corpus-name", help="name of the new corpus (default: NAME-filtered)")
     fl.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     fl.add_argument("--quiet", action="store_true", help="no progress bars")
+    fl.add_argument("--no-verify", action="store_true",
+                    help="do not check shard checksums against the manifest while reading")
     fl.set_defaults(func=cmd_filter)
 
 

@@ -95,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rsdata.evaluate.datasets import read_classnames, read_templates
     from rsdata.evaluate.run import summary_lines
     from rsdata.models import create_model, load_checkpoint
-    from rsdata.train.corpus import read_key_file
+    from rsdata.corpus.samples import read_key_file
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint:

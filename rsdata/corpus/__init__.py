@@ -7,8 +7,14 @@ Everything that reads or writes a corpus goes through this package:
 * :mod:`rsdata.corpus.writer` — :class:`ShardWriter` (atomic, size-limited shards);
 * :mod:`rsdata.corpus.manifest` — one manifest builder for runs and derived versions, one loader;
 * :mod:`rsdata.corpus.derived` — a derived version written outside a run (``rsdata filter``).
+* :mod:`rsdata.corpus.samples` — samples as ``train`` and ``evaluate`` read them (shards with
+  counts and checksums, raw entries, captions, image bytes, the holdout split, key files).
 
 Heavy modules (webdataset, for the writer) load only when used.
+
+This package sits below every stage and tool package: it imports none of ``train``,
+``evaluate``, ``scoring``, ``filtering``, ``llm``, ``osm``, ``captions`` or ``executors``
+(tests/test_import_direction.py).
 """
 
 from __future__ import annotations

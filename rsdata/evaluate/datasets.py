@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rsdata.errors import InputError
-from rsdata.train.corpus import captions_of, image_bytes, is_holdout, list_shards, read_shard
+from rsdata.corpus.samples import captions_of, image_bytes, is_holdout, list_shards, read_shard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_TEMPLATES = (

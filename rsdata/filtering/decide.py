@@ -90,7 +90,7 @@ class Scan:
 def scan_corpus(corpus: Corpus, images: bool, scorer: Any = None, progress: bool = False,
                 batch: int = 64) -> Scan:
     """Read every sample's json (and image, when ``images``) once."""
-    from rsdata.scoring.images import decode_rgb
+    from rsdata.imaging import decode_rgb
 
     want = {"json", "jpg", "png"} if images else {"json"}
     keys: list[str] = []

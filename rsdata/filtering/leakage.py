@@ -165,7 +165,7 @@ class EvalIndex:
 
 def build_eval_index(specs: list[EvalSpec], scorer: Any = None, batch: int = 64) -> EvalIndex:
     """Fingerprint (and, with a scorer, embed) every image of the evaluation sets."""
-    from rsdata.scoring.images import decode_rgb
+    from rsdata.imaging import decode_rgb
 
     builder = FingerprintBuilder()
     set_of: list[int] = []

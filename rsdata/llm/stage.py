@@ -17,11 +17,12 @@ accepted captions: divide by ``accepted`` for the mean coverage).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rsdata.captions.templates import captions_for
 from rsdata.llm.audit import AUDIT_DIR, AuditLog
@@ -38,10 +39,43 @@ from rsdata.llm.prompts import (
 )
 from rsdata.llm.validator import Limits, Validator, Verdict
 from rsdata.sample import Caption, Sample
+from rsdata.settings import from_config
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
 
 CACHE_FILE = "llm_cache.sqlite"
+
+
+@dataclass(frozen=True)
+class LlmCaptionSettings:
+    """The ``llm_caption`` stage's options, parsed once from the schema-resolved recipe
+    (``$defs.llm_caption``; defaults live in the schema)."""
+
+    backend: str
+    device: str
+    dtype: str
+    api_key_env: str | None
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+    concurrency: int
+    styles: list[str]
+    batch_size: int
+    temperature: float
+    retry_temperature: float
+    top_p: float
+    seed: int
+    retries: int
+    min_coverage: float
+    max_facts: int
+    on_failure: str
+    cache: str | None
+    audit: bool
+    model: str | None = None
+    gguf_file: str | None = None
+    model_name: str | None = None
+    base_url: str | None = None
+    extra_body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -69,19 +103,13 @@ def clean_answer(raw: str, prompt: Prompt) -> str:
 
 class LlmCaption(Stage):
     name = "llm_caption"
+    settings_class: ClassVar[type | None] = LlmCaptionSettings
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self.styles: list[str] = list(self.config.get("styles") or ["short"])
-        self.retries = int(self.config.get("retries", 2))
-        self.batch_size = int(self.config.get("batch_size", 8))
-        self.temperature = float(self.config.get("temperature", 0.0))
-        self.retry_temperature = float(self.config.get("retry_temperature", 0.7))
-        self.top_p = float(self.config.get("top_p", 0.95))
-        self.seed = int(self.config.get("seed", 0))
-        self.min_coverage = float(self.config.get("min_coverage", 0.75))
-        self.max_facts = int(self.config.get("max_facts", 5))
-        self.on_failure = str(self.config.get("on_failure", "fallback"))
+        self.settings = from_config(LlmCaptionSettings, self.config, "llm_caption")
+        # resolved in prepare (driver), shipped to workers with the pickled stage
+        self.model_path: str | None = self.settings.model
         self.cache_path: str | None = None
         self.audit_dir: str | None = None
         self.init_lazy()
@@ -94,28 +122,26 @@ class LlmCaption(Stage):
     # -- driver side ------------------------------------------------------------------------------
     def resources(self) -> dict[str, float]:
         """A local model told to use CUDA needs a GPU per worker (``auto`` takes one if present)."""
-        if (
-            self.config.get("backend", "embedded") != "openai"
-            and self.config.get("device") == "cuda"
-        ):
+        if self.settings.backend != "openai" and self.settings.device == "cuda":
             return {"num_gpus": 1.0}
         return {}
 
+    def backend_config(self) -> dict[str, Any]:
+        """The options ``make_backend`` reads, with the model path as resolved by ``prepare``."""
+        return {**dataclasses.asdict(self.settings), "model": self.model_path}
+
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
-        if self.config.get("backend") == "transformers" and self.config.get("model"):
-            self.config["model"] = str(ctx.resolve(self.config["model"]))
-        cache = (
-            ctx.resolve(self.config["cache"])
-            if self.config.get("cache")
-            else ctx.state_dir / CACHE_FILE
-        )
+        cfg = self.settings
+        if cfg.backend == "transformers" and cfg.model:
+            self.model_path = str(ctx.resolve(cfg.model))
+        cache = ctx.resolve(cfg.cache) if cfg.cache else ctx.state_dir / CACHE_FILE
         self.cache_path = str(cache)
-        self.audit_dir = str(ctx.state_dir / AUDIT_DIR) if self.config.get("audit", True) else None
-        backend = make_backend(self.config)
+        self.audit_dir = str(ctx.state_dir / AUDIT_DIR) if cfg.audit else None
+        backend = make_backend(self.backend_config())
         backend.check()  # a server that is down, a missing model: fail before any partition runs
         n_cached = len(GenerationCache(cache))
         return {
-            "backend": self.config.get("backend") or "embedded",
+            "backend": cfg.backend,
             "model": backend.model,
             "prompt_version": PROMPT_VERSION,
             "cache": str(cache),
@@ -126,7 +152,7 @@ class LlmCaption(Stage):
     @property
     def backend(self) -> Backend:
         if self._lazy_backend is None:
-            self._lazy_backend = make_backend(self.config)
+            self._lazy_backend = make_backend(self.backend_config())
         return self._lazy_backend
 
     @property
@@ -150,7 +176,7 @@ class LlmCaption(Stage):
             stats.n_in += 1
             audit.note_sample(sample.key)
             batch.append(sample)
-            if len(batch) >= self.batch_size:
+            if len(batch) >= self.settings.batch_size:
                 yield from self._process(batch, stats, audit)
                 batch = []
         if batch:
@@ -160,14 +186,14 @@ class LlmCaption(Stage):
     def _process(self, batch: list[Sample], stats: StageStats, audit: AuditLog) -> Iterator[Sample]:
         jobs: list[_Job] = []
         for i, sample in enumerate(batch):
-            facts = build_facts(sample.meta, self.max_facts)
+            facts = build_facts(sample.meta, self.settings.max_facts)
             if not facts:
                 stats.extra["skipped:no_visible_tags"] += 1
                 continue
-            for style in self.styles:
+            for style in self.settings.styles:
                 jobs.append(_Job(i, style, build_prompt(facts, style), [f.tag for f in facts]))
                 stats.extra["captions_requested"] += 1
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.settings.retries + 1):
             active = [j for j in jobs if j.accepted is None]
             if not active:
                 break
@@ -182,7 +208,7 @@ class LlmCaption(Stage):
                 stats.extra["captions_fallback"] += 1
         for i, sample in enumerate(batch):
             caps = accepted.get(i, [])
-            if not caps and any(j.index == i for j in jobs) and self.on_failure == "drop":
+            if not caps and any(j.index == i for j in jobs) and self.settings.on_failure == "drop":
                 stats.drop("llm_rejected")
                 continue
             for cap in reversed(caps):
@@ -200,14 +226,15 @@ class LlmCaption(Stage):
     ) -> list[tuple[str, GenRequest, bool]]:
         """Answers for the jobs' current prompts: from the cache, else from the backend (each
         new answer is cached the moment it arrives)."""
-        temperature = self.temperature if attempt == 0 else self.retry_temperature
+        cfg = self.settings
+        temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
         reqs = [
             GenRequest(
                 j.prompt,
                 STYLES[j.style].max_new_tokens,
-                temperature,
-                self.top_p,
-                self.seed + attempt,
+                float(temperature),
+                float(cfg.top_p),
+                cfg.seed + attempt,
             )
             for j in jobs
         ]
@@ -253,7 +280,7 @@ class LlmCaption(Stage):
             text,
             osm.get("tags", []),
             job.facts,
-            Limits(style.max_words, style.max_sentences, self.min_coverage),
+            Limits(style.max_words, style.max_sentences, float(self.settings.min_coverage)),
             prefill=job.prompt.prefill,
             geo=sample.meta.get("geo"),
         )
@@ -282,7 +309,7 @@ class LlmCaption(Stage):
                 text=text,
                 kind="llm",
                 provenance={
-                    "backend": self.config.get("backend") or "embedded",
+                    "backend": self.settings.backend,
                     "model": self.backend.model,
                     "prompt_version": PROMPT_VERSION,
                     "settings": {**req.settings(), "style": job.style, "try": attempt + 1},

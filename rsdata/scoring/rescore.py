@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rsdata.corpus.manifest import load_manifest
 from rsdata.scoring.base import Scorer
@@ -40,7 +40,8 @@ def score_recipe(source: str | Path, out_dir: str | Path, scorer: Scorer,
 
 
 def score_corpus(source: str | Path, out_dir: str | Path, scorer: Scorer, corpus_name: str | None = None,
-                 overwrite: bool = False, progress: bool = False, workers: int = 1) -> dict[str, Any]:
+                 overwrite: bool = False, progress: bool = False, workers: int = 1,
+                 after_plan: Callable[[], None] | None = None) -> dict[str, Any]:
     """Score every sample of ``source`` into a new corpus in ``out_dir``; returns its manifest.
 
     A rerun after a crash resumes (finished partitions are kept); a rerun of a finished job
@@ -52,4 +53,6 @@ def score_corpus(source: str | Path, out_dir: str | Path, scorer: Scorer, corpus
     recipe = parse_recipe(score_recipe(source, out_dir, scorer, corpus_name), base_dir=Path.cwd(),
                           what="the score run")
     plan = build_plan(recipe, Path(out_dir), overwrite=overwrite)
+    if after_plan is not None:
+        after_plan()
     return run_local(plan, workers=workers, progress=progress).manifest

@@ -25,7 +25,7 @@ from PIL import Image
 from rsdata.errors import InputError
 from rsdata.sample import Sample
 from rsdata.scoring import Scorer, create_scorer
-from rsdata.scoring.images import decode_rgb
+from rsdata.imaging import decode_rgb
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
 

@@ -26,9 +26,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rsdata.models.preprocess import ImageTransform
 from rsdata.train.augment import dihedral, transform_caption
-from rsdata.train.corpus import (
+from rsdata.corpus.samples import (
     ShardInfo,
-    TrainDataError,
+    SampleDataError,
     captions_of,
     check_count,
     image_bytes,
@@ -124,7 +124,7 @@ class ShardStream(IterableDataset):
                     nxt: Position = (epoch, c, i + 1) if i + 1 < len(picked) else (epoch, c + 1, 0)
                     yield picked[i], epoch, path, nxt
             if not produced and cursor == 0 and offset == 0:
-                raise TrainDataError(
+                raise SampleDataError(
                     f"data slot {slot} (of {self.cfg.slots}: ranks x workers) gets no training samples "
                     f"from {len(self.cfg.shards)} shard(s); use fewer --workers or more data"
                     + (", or hold out fewer keys" if self.cfg.holdout or self.cfg.exclude else ""))
@@ -139,7 +139,7 @@ class ShardStream(IterableDataset):
         try:
             image = self.cfg.transform.decode(image_bytes(sample, shard))
         except (OSError, ValueError) as exc:
-            raise TrainDataError(f"cannot decode the image of sample {key!r} in {shard}: {exc}") from None
+            raise SampleDataError(f"cannot decode the image of sample {key!r} in {shard}: {exc}") from None
         if self.cfg.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image = dihedral(image, k, flip)

@@ -43,9 +43,9 @@ from rsdata.models.checkpoint import (
     save_model_files,
 )
 from rsdata.models.registry import get_config
-from rsdata.train.corpus import (
+from rsdata.corpus.samples import (
     ShardInfo,
-    TrainDataError,
+    SampleDataError,
     is_holdout,
     list_shards,
     read_key_file,
@@ -270,7 +270,7 @@ class Trainer:
     def _total_steps(self, shards: list[ShardInfo]) -> tuple[int, int]:
         n_train = count_training_samples(shards, self.cfg.holdout, self.cfg.holdout_seed, self.exclude)
         if n_train == 0:
-            raise TrainDataError("no training samples are left (all held out?)")
+            raise SampleDataError("no training samples are left (all held out?)")
         if self.cfg.steps is not None:
             return int(self.cfg.steps), n_train
         global_batch = self.cfg.batch_size * self.info.world_size

@@ -1,8 +1,9 @@
-"""What the trainer reads: shards listed in manifests (with their sample counts), and tar I/O.
+"""Samples as training and evaluation read them: shards listed in manifests, raw entries, splits.
 
+Shared by :mod:`rsdata.train` and :mod:`rsdata.evaluate` (neither imports the other).
 Lengths are never guessed: every shard's ``nsamples`` comes from its corpus's
 ``manifest.json``, and a shard that holds another number of samples is an error (the corpus
-changed after its manifest was written).
+changed after its manifest was written). Reading goes through :func:`rsdata.corpus.reader.iter_shard`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png")
 SKIP_EXTS = ("tif", "tiff")  # full-band chips: large and not used for training
 
 
-class TrainDataError(RsdataError):
+class SampleDataError(RsdataError):
     """Shards cannot be used for training or evaluation (missing members, wrong counts)."""
 
 
@@ -53,7 +54,7 @@ def list_shards(corpora: Iterable[str | Path]) -> list[ShardInfo]:
                                  "rerun `rsdata run` for that corpus")
             shards.append(ShardInfo(str(rec.file.resolve()), rec.nsamples, rec.bytes, rec.sha256))
     if not shards:
-        raise TrainDataError("the given corpora list no shards: nothing to train or evaluate on")
+        raise SampleDataError("the given corpora list no shards: nothing to train or evaluate on")
     return shards
 
 
@@ -71,7 +72,7 @@ def read_shard(shard: ShardInfo | str, read_data: bool = True, verify: bool = Tr
 
 def check_count(shard: ShardInfo, samples: list[dict[str, Any]]) -> None:
     if len(samples) != shard.nsamples:
-        raise TrainDataError(f"shard {shard.path} holds {len(samples)} samples but its manifest says "
+        raise SampleDataError(f"shard {shard.path} holds {len(samples)} samples but its manifest says "
                              f"{shard.nsamples}: the corpus changed after its manifest was written; "
                              "rerun `rsdata run` for it")
 
@@ -80,13 +81,13 @@ def image_bytes(sample: dict[str, Any], shard: str) -> bytes:
     for ext in IMAGE_EXTS:
         if ext in sample:
             return sample[ext]
-    raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has no jpg or png member")
+    raise SampleDataError(f"sample {sample['__key__']!r} in {shard} has no jpg or png member")
 
 
 def captions_of(sample: dict[str, Any], shard: str, all_captions: bool) -> list[str]:
     """The primary caption (``txt``), plus the json captions when ``all_captions``."""
     if "txt" not in sample:
-        raise TrainDataError(
+        raise SampleDataError(
             f"sample {sample['__key__']!r} in {shard} has no txt member (the caption): image-text "
             "training needs captions; add a captioning stage (e.g. template_captions) to the recipe")
     primary = sample["txt"].decode("utf-8").strip()
@@ -95,14 +96,14 @@ def captions_of(sample: dict[str, Any], shard: str, all_captions: bool) -> list[
         try:
             meta = json.loads(sample["json"])
         except json.JSONDecodeError as exc:
-            raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has invalid json: "
+            raise SampleDataError(f"sample {sample['__key__']!r} in {shard} has invalid json: "
                                  f"{exc}") from None
         for cap in meta.get("captions", []):
             text = str(cap.get("text", "")).strip() if isinstance(cap, dict) else ""
             if text and text not in out:
                 out.append(text)
     if not out:
-        raise TrainDataError(f"sample {sample['__key__']!r} in {shard} has an empty caption")
+        raise SampleDataError(f"sample {sample['__key__']!r} in {shard} has an empty caption")
     return out
 
 
@@ -129,5 +130,5 @@ def read_key_file(path: str | Path) -> frozenset[str]:
         raise InputError(f"key list {p} not found") from None
     keys = frozenset(ln.split("#", 1)[0].strip() for ln in lines) - {""}
     if not keys:
-        raise TrainDataError(f"key list {p} holds no keys (expected one sample key per line)")
+        raise SampleDataError(f"key list {p} holds no keys (expected one sample key per line)")
     return keys

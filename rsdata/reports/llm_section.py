@@ -1,4 +1,5 @@
-"""LLM caption numbers for ``rsdata inspect``, read from the manifest's stage counters."""
+"""LLM caption numbers for ``rsdata inspect`` (and bench_llm), read from the manifest's
+``llm_caption`` stage counters; needs nothing from :mod:`rsdata.llm`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Decoding the images scorers and hashers read."""
+"""Decoding encoded images (shared by scoring, filtering and anything else that reads pixels).
+
+Lives below :mod:`rsdata.scoring` and :mod:`rsdata.filtering` so neither imports the other.
+"""
 
 from __future__ import annotations
 
