@@ -4,7 +4,10 @@ A sample is plain data (bytes, str, dicts of JSON values) so it pickles cleanly 
 processes and Ray tasks. On disk it is one WebDataset entry::
 
     {key}.jpg | {key}.png   8-bit RGB rendering
-    {key}.tif               optional full-band chip (original dtype, CRS, transform)
+    {key}.geotiff           optional full-band chip: a GeoTIFF (original dtype, CRS, transform,
+                            colour interpretation); named so that default image decoders
+                            (webdataset ``decode("pil")``, Hugging Face ``datasets``) leave it as
+                            bytes; read it with :func:`rsdata.read_chip`
     {key}.txt               the primary caption
     {key}.json              ``meta``, valid against schemas/sample.schema.json
     {key}.{name}            extra members (``layout.png``, ``vqa.json``, ``boxes.json``, ...)
@@ -24,7 +27,9 @@ SCHEMA_VERSION = 1
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 IMAGE_FORMATS = ("jpg", "png")
 # members every sample has a fixed meaning for; anything else is an extra member
-CORE_MEMBERS = frozenset(IMAGE_FORMATS) | {"txt", "json", "tif"}
+CHIP_MEMBER = "geotiff"
+LEGACY_CHIP_MEMBERS = ("tif",)  # what rsdata < 0.2 called the chip; read, never written
+CORE_MEMBERS = frozenset(IMAGE_FORMATS) | {"txt", "json", CHIP_MEMBER, *LEGACY_CHIP_MEMBERS}
 # the one member-name rule (what follows the key's dot): lower-case letters, digits, '_', '-',
 # and dots between parts; e.g. ``json``, ``layout.png``, ``vqa.json``
 MEMBER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
@@ -116,7 +121,7 @@ class Sample:
             "json": json.dumps(self.meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
         }
         if self.tif is not None:
-            entry["tif"] = self.tif
+            entry[CHIP_MEMBER] = self.tif
         for name in sorted(self.extra):
             entry[name] = self.extra[name]
         return entry
@@ -133,6 +138,6 @@ class Sample:
             image=entry[fmt],
             image_format=fmt,
             meta=json.loads(meta) if isinstance(meta, (bytes, str)) else dict(meta),
-            tif=entry.get("tif"),
+            tif=next((entry[m] for m in (CHIP_MEMBER, *LEGACY_CHIP_MEMBERS) if m in entry), None),
             extra={k: v for k, v in entry.items() if k != "__key__" and k not in CORE_MEMBERS},
         )

@@ -40,6 +40,9 @@ class Stage:
     """Base class of pipeline stages."""
 
     name: ClassVar[str] = "stage"
+    # the frozen dataclass a stage parses its schema-resolved options into (rsdata.settings);
+    # tests check its fields against the stage's schema section
+    settings_class: ClassVar[type | None] = None
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = {k: v for k, v in config.items() if k != "type"}

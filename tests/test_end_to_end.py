@@ -76,7 +76,7 @@ def test_every_sample_is_schema_valid_and_captions_are_supported(demo_out: Path)
     checked = 0
     for key, members in entries.items():
         assert "." not in key
-        assert {"jpg", "txt", "json", "tif"} <= set(members)
+        assert {"jpg", "txt", "json", "geotiff"} <= set(members)
         meta = json.loads(members["json"])
         schemas.validate("sample", meta, key)
         assert meta["key"] == key
@@ -96,7 +96,7 @@ def test_every_sample_is_schema_valid_and_captions_are_supported(demo_out: Path)
 def test_geotiff_chip_round_trips(demo_out: Path) -> None:
     members = next(iter(read_entries(demo_out).values()))
     meta = json.loads(members["json"])
-    with MemoryFile(members["tif"]) as mem, mem.open() as chip:
+    with MemoryFile(members["geotiff"]) as mem, mem.open() as chip:
         assert chip.count == 4 and chip.dtypes[0] == "uint8"
         assert chip.crs.to_epsg() == 4326
         assert (chip.width, chip.height) == (256, 256)

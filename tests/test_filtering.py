@@ -21,6 +21,15 @@ from rsdata.filtering.fingerprints import FingerprintBuilder
 from rsdata.corpus.manifest import load_manifest
 from scoring_helpers import encode, scene, write_corpus
 from fixtures import rasters as fx
+from rsdata.recipe import parse_recipe
+
+
+def resolved_stage(entry: dict) -> dict:
+    """A stage entry as a run hands it to the stage: checked, defaults filled in by the schema."""
+    recipe = fx.recipe_dict("unused.tif")
+    recipe["stages"] = [entry]
+    return parse_recipe(recipe, Path(".")).stages[0]
+
 
 FLIP = Image.Transpose.FLIP_LEFT_RIGHT
 ROT90 = Image.Transpose.ROTATE_90
@@ -404,6 +413,6 @@ def test_filter_stage_config_errors() -> None:
     from rsdata.filtering.stage import FilterStage
 
     with pytest.raises(InputError, match="needs 'score'"):
-        FilterStage({"type": "filter", "threshold": 0.2})
+        FilterStage(resolved_stage({"type": "filter", "threshold": 0.2}))
     with pytest.raises(InputError, match="give a 'threshold'"):
-        FilterStage({"type": "filter"})
+        FilterStage(resolved_stage({"type": "filter"}))

@@ -113,3 +113,28 @@ def test_corpus_sits_below_the_stage_and_tool_packages(
 
 def test_sources_do_not_import_executors(graph: dict[str, dict[str, list[Where]]]) -> None:
     assert not _edge(graph, "sources", "executors"), _edge(graph, "sources", "executors")
+
+
+def test_no_package_cycles(graph: dict[str, dict[str, list[Where]]]) -> None:
+    """No two packages import each other, directly or through others (the package root
+    ``rsdata``, which holds only the version and re-exports, is left out)."""
+    edges = {src: {dst for dst in dsts if dst != "rsdata"} for src, dsts in graph.items() if src != "rsdata"}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (cycle := visit(start)):
+            where = {f"{a} -> {b}": _edge(graph, a[7:], b[7:]) for a, b in zip(cycle, cycle[1:])}
+            pytest.fail(f"import cycle {' -> '.join(cycle)}: {where}")

@@ -4,16 +4,25 @@ with nothing configured and its captions go through the validator. Slow: ~17 s t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fixtures import rasters as fx
 from llm_support import farm_tile
 
 from rsdata.llm.backends import EMBEDDED_MODEL, make_backend
 from rsdata.llm.stage import LlmCaption
 from rsdata.llm.validator import Limits, Validator
-from rsdata.recipe import load_recipe
+from rsdata.recipe import load_recipe, parse_recipe
 from rsdata.sample import Sample
 from rsdata.stats import StageStats
+
+
+def resolved_stage(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stage entry as a run hands it to the stage: checked, defaults filled in by the schema."""
+    recipe = fx.recipe_dict("unused.tif")
+    recipe["stages"] = [entry]
+    return parse_recipe(recipe, Path(".")).stages[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +39,7 @@ def test_llm_recipe_uses_the_embedded_model_by_default() -> None:
 
 @pytest.mark.slow
 def test_embedded_model_captions_are_validated(tmp_path: Path) -> None:
-    stage = LlmCaption({"type": "llm_caption", "retries": 1, "batch_size": 2})
+    stage = LlmCaption(resolved_stage({"type": "llm_caption", "retries": 1, "batch_size": 2}))
     stage.cache_path = str(tmp_path / "cache.sqlite")
     stage.audit_dir = str(tmp_path / "audit")
     geo = {"size": [256, 256], "gsd_m": 2.5}

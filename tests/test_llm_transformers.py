@@ -24,8 +24,16 @@ from rsdata.llm.local import TransformersBackend
 from rsdata.llm.prompts import build_prompt
 from rsdata.llm.stage import LlmCaption
 from rsdata.corpus.manifest import load_manifest, shard_paths
+from rsdata.recipe import parse_recipe
 from rsdata.sample import Sample
 from rsdata.stats import StageStats
+
+
+def resolved_stage(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stage entry as a run hands it to the stage: checked, defaults filled in by the schema."""
+    recipe = fx.recipe_dict("unused.tif")
+    recipe["stages"] = [entry]
+    return parse_recipe(recipe, Path(".")).stages[0]
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +95,15 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_stage_rejects_garbage_and_falls_back(tiny_llm: Path, tmp_path: Path) -> None:
     stage = LlmCaption(
-        {
-            "type": "llm_caption",
-            "backend": "transformers",
-            "model": str(tiny_llm),
-            "retries": 1,
-            "styles": ["short", "question"],
-        }
+        resolved_stage(
+            {
+                "type": "llm_caption",
+                "backend": "transformers",
+                "model": str(tiny_llm),
+                "retries": 1,
+                "styles": ["short", "question"],
+            }
+        )
     )
     stage.cache_path = str(tmp_path / "cache.sqlite")
     stage.audit_dir = str(tmp_path / "audit")
@@ -131,14 +141,16 @@ def test_stage_rejects_garbage_and_falls_back(tiny_llm: Path, tmp_path: Path) ->
 
 def test_on_failure_drop_counts_the_reason(tiny_llm: Path, tmp_path: Path) -> None:
     stage = LlmCaption(
-        {
-            "type": "llm_caption",
-            "backend": "transformers",
-            "model": str(tiny_llm),
-            "retries": 0,
-            "on_failure": "drop",
-            "audit": False,
-        }
+        resolved_stage(
+            {
+                "type": "llm_caption",
+                "backend": "transformers",
+                "model": str(tiny_llm),
+                "retries": 0,
+                "on_failure": "drop",
+                "audit": False,
+            }
+        )
     )
     stage.cache_path = str(tmp_path / "cache.sqlite")
     stats = StageStats("llm_caption")

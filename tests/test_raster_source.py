@@ -596,7 +596,7 @@ def test_keep_geotiff_round_trips(raster_files: dict[str, Path], name: str, kw: 
 def test_without_keep_geotiff_there_is_no_tif(raster_files: dict[str, Path]) -> None:
     _, _, samples, _ = tile(raster_files["utm_rgb"])
     assert all(s.tif is None for s in samples)
-    assert "tif" not in samples[0].to_wds()
+    assert "geotiff" not in samples[0].to_wds() and "tif" not in samples[0].to_wds()
 
 
 # --- metadata ---------------------------------------------------------------------------------
@@ -723,7 +723,7 @@ def test_run_writes_valid_samples_with_osm_in_the_right_tiles(
     assert len(entries) == 16
     tags: dict[tuple[int, int], set[str]] = {}
     for key, entry in entries.items():
-        assert set(entry) == {"jpg", "json", "txt", "tif"}
+        assert set(entry) == {"jpg", "json", "txt", "geotiff"}
         meta = json.loads(entry["json"])
         schemas.validate("sample", meta, key)
         assert meta["key"] == key and "." not in key

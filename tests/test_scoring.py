@@ -26,6 +26,15 @@ from rsdata.scoring import ScorerError, create_scorer  # noqa: E402
 from rsdata.scoring.rescore import score_corpus  # noqa: E402
 from scoring_helpers import build_tiny_clip, encode, scene, write_corpus  # noqa: E402
 from fixtures import rasters as fx  # noqa: E402
+from rsdata.recipe import parse_recipe  # noqa: E402
+
+
+def resolved_stage(entry: dict) -> dict:
+    """A stage entry as a run hands it to the stage: checked, defaults filled in by the schema."""
+    recipe = fx.recipe_dict("unused.tif")
+    recipe["stages"] = [entry]
+    return parse_recipe(recipe, Path(".")).stages[0]
+
 
 CAPTIONS = ["the road and the farm", "a river", "the buildings", "an orchard and a road",
             "dirt tracks", "the town"]
@@ -341,7 +350,8 @@ def test_score_stage_without_captions_is_an_error(tiny_clip: Path, tmp_path: Pat
     from rsdata.scoring.stage import ScoreStage
     from rsdata.stats import StageStats
 
-    stage = ScoreStage({"type": "score", "scorer": "hf_clip", "model": str(tiny_clip), "device": "cpu"})
+    stage = ScoreStage(resolved_stage({"type": "score", "scorer": "hf_clip", "model": str(tiny_clip),
+                                    "device": "cpu"}))
     sample = Sample(key="a", image=encode(scene(0)), meta={})
     with pytest.raises(InputError, match="put a captioning stage"):
         list(stage(iter([sample]), StageStats("score")))

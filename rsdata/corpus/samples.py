@@ -19,7 +19,7 @@ from rsdata.corpus.manifest import ShardRecord, load_manifest, shard_records
 from rsdata.corpus.reader import iter_shard
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
-SKIP_EXTS = ("tif", "tiff")  # full-band chips: large and not used for training
+SKIP_EXTS = ("geotiff", "tif", "tiff")  # full-band chips: large and not used for training
 
 
 class SampleDataError(RsdataError):

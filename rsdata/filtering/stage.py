@@ -21,18 +21,44 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rsdata.errors import InputError
-from rsdata.filtering.decide import BELOW_THRESHOLD, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, LEAKAGE
+from rsdata.filtering.decide import BELOW_THRESHOLD, LEAKAGE
 from rsdata.filtering.fingerprints import FingerprintBuilder
 from rsdata.filtering.leakage import EvalIndex, EvalSpec, build_eval_index, find_leaks, folder_images
 from rsdata.sample import Sample
+from rsdata.settings import from_config
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
 
 BATCH = 64
+
+
+@dataclass(frozen=True)
+class EvalSetSettings:
+    """One ``leakage`` entry of the ``filter`` stage."""
+
+    path: str
+    images: str | None = None
+    splits: list[str] | None = None
+
+    def spec(self) -> EvalSpec:
+        return EvalSpec(self.path, self.images, tuple(self.splits) if self.splits else None)
+
+
+@dataclass(frozen=True)
+class FilterStageSettings:
+    """The ``filter`` stage's options, parsed once from the schema-resolved recipe
+    (``$defs.filter``; not to be confused with ``rsdata filter``'s FilterSettings)."""
+
+    max_phash_distance: int
+    max_dhash_distance: int
+    score: str | None = None
+    threshold: float | None = None
+    leakage: list[EvalSetSettings] | None = None
 
 
 def _listing_ident(specs: list[EvalSpec]) -> str:
@@ -54,19 +80,22 @@ def _listing_ident(specs: list[EvalSpec]) -> str:
 
 class FilterStage(Stage):
     name = "filter"
+    settings_class: ClassVar[type | None] = FilterStageSettings
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self.score_name: str | None = self.config.get("score")
-        self.threshold: float | None = self.config.get("threshold")
-        self.max_phash: int = int(self.config.get("max_phash_distance", DEFAULT_MAX_PHASH))
-        self.max_dhash: int = int(self.config.get("max_dhash_distance", DEFAULT_MAX_DHASH))
-        self.leakage = [EvalSpec(e["path"], e.get("images"), tuple(e["splits"]) if e.get("splits") else None)
-                        for e in self.config.get("leakage", [])]
-        if self.threshold is not None and not self.score_name:
+        parsed = dict(self.config)
+        if "leakage" in parsed:
+            parsed["leakage"] = [from_config(EvalSetSettings, e, f"filter.leakage[{i}]")
+                                 for i, e in enumerate(parsed["leakage"])]
+        self.settings = from_config(FilterStageSettings, parsed, "filter")
+        cfg = self.settings
+        # the evaluation sets as the recipe names them (prepare resolves them against ctx)
+        self.leakage: list[EvalSpec] = [e.spec() for e in cfg.leakage or []]
+        if cfg.threshold is not None and not cfg.score:
             raise InputError("filter stage: a threshold needs 'score', the name of the score to "
                              "compare (set by an earlier score stage)")
-        if self.threshold is None and not self.leakage:
+        if cfg.threshold is None and not self.leakage:
             raise InputError("filter stage: give a 'threshold' (with 'score') and/or 'leakage'")
         self.index_path: str | None = None
         self.init_lazy()
@@ -90,13 +119,13 @@ class FilterStage(Stage):
         """Fingerprint the evaluation images once, in the driver (cached under .rsdata/)."""
         if not self.leakage:
             return {}
-        self.leakage = [EvalSpec(str(ctx.resolve(s.path)), str(ctx.resolve(s.images)) if s.images else None,
-                                 s.splits) for s in self.leakage]
-        cache = ctx.state_dir / f"leakage-{_listing_ident(self.leakage)}.npz"
+        specs = [EvalSpec(str(ctx.resolve(s.path)), str(ctx.resolve(s.images)) if s.images else None,
+                          s.splits) for s in self.leakage]
+        cache = ctx.state_dir / f"leakage-{_listing_ident(specs)}.npz"
         if cache.exists():
             index = EvalIndex.load(cache)
         else:
-            index = build_eval_index(self.leakage)
+            index = build_eval_index(specs)
             index.save(cache)
         self.index_path = str(cache)
         return {"eval_sets": index.sets, "eval_images": len(index.fingerprints),
@@ -116,7 +145,8 @@ class FilterStage(Stage):
                 builder.add(sample.key, sample.image)
             except (OSError, ValueError) as exc:
                 raise InputError(f"filter: the image of sample {sample.key} cannot be decoded ({exc})") from None
-        leaks = find_leaks(builder.build(), self._index(), self.max_phash, self.max_dhash)
+        leaks = find_leaks(builder.build(), self._index(), self.settings.max_phash_distance,
+                           self.settings.max_dhash_distance)
         for leak in leaks.values():
             stats.extra[f"leak_{leak.kind}"] += 1
         return set(leaks)
@@ -127,12 +157,13 @@ class FilterStage(Stage):
             if i in leaked:
                 stats.drop(LEAKAGE)
                 continue
-            if self.threshold is not None:
-                value = sample.meta.get("scores", {}).get(self.score_name)
+            threshold, score = self.settings.threshold, self.settings.score
+            if threshold is not None:
+                value = sample.meta.get("scores", {}).get(score)
                 if value is None:
-                    raise InputError(f"filter: sample {sample.key} has no score {self.score_name!r}; put a "
-                                     f"score stage (name: {self.score_name}) before the filter stage")
-                if value < self.threshold:
+                    raise InputError(f"filter: sample {sample.key} has no score {score!r}; put a "
+                                     f"score stage (name: {score}) before the filter stage")
+                if value < threshold:
                     stats.drop(BELOW_THRESHOLD)
                     continue
             stats.n_out += 1

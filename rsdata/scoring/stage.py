@@ -17,8 +17,9 @@ before ``score``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -26,10 +27,22 @@ from rsdata.errors import InputError
 from rsdata.sample import Sample
 from rsdata.scoring import Scorer, create_scorer
 from rsdata.imaging import decode_rgb
+from rsdata.settings import from_config
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
 
 SCORE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The ``score`` stage's options, parsed once from the schema-resolved recipe (``$defs.score``)."""
+
+    scorer: str
+    model: str
+    device: str
+    name: str | None = None  # key under scores; None: the scorer kind
+    batch_size: int | None = None  # None: the scorer's default (64 on CUDA, 16 on the CPU)
 
 
 def decode_image(sample: Sample) -> Image.Image:
@@ -46,41 +59,42 @@ def score_samples(scorer: Scorer, batch: list[Sample], texts: list[str]) -> None
 
 class ScoreStage(Stage):
     name = "score"
+    settings_class: ClassVar[type | None] = ScoreSettings
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self.kind: str = self.config["scorer"]
-        self.model: str = self.config["model"]
-        self.score_name: str = self.config.get("name") or self.kind
-        self.batch_size: int | None = self.config.get("batch_size")
-        self.device: str = self.config.get("device", "auto")
-        self._make_scorer(self.model)  # checks name, batch size and device now
+        self.settings = from_config(ScoreSettings, self.config, "score")
+        self.score_name: str = self.settings.name or self.settings.scorer
+        # the model path as prepare resolved it (relative to the recipe); shipped to workers
+        self.model_path: str = self.settings.model
+        self._make_scorer(self.model_path)  # checks name, batch size and device now
         self.init_lazy()
 
     def init_lazy(self) -> None:
         self._lazy_scorer: Scorer | None = None
 
     def _make_scorer(self, model: str) -> Scorer:
-        return create_scorer(self.kind, model, name=self.score_name, batch_size=self.batch_size,
-                             device=self.device)
+        cfg = self.settings
+        return create_scorer(cfg.scorer, model, name=self.score_name, batch_size=cfg.batch_size,
+                             device=cfg.device)
 
     def resources(self) -> dict[str, float]:
-        return {"num_gpus": 1} if self.device == "cuda" else {}
+        return {"num_gpus": 1} if self.settings.device == "cuda" else {}
 
     def input_files(self, ctx: RunContext) -> list[Path]:
-        scorer = self._make_scorer(str(ctx.resolve(self.model)))
+        scorer = self._make_scorer(str(ctx.resolve(self.settings.model)))
         scorer.check()
         return scorer.input_files()
 
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
-        self.model = str(ctx.resolve(self.model))
-        scorer = self._make_scorer(self.model)
+        self.model_path = str(ctx.resolve(self.settings.model))
+        scorer = self._make_scorer(self.model_path)
         scorer.check()  # a wrong model directory fails here, before any partition runs
-        return {"scorer": self.kind, "name": self.score_name, "model": self.model}
+        return {"scorer": self.settings.scorer, "name": self.score_name, "model": self.model_path}
 
     def scorer(self) -> Scorer:
         if self._lazy_scorer is None:
-            self._lazy_scorer = self._make_scorer(self.model)
+            self._lazy_scorer = self._make_scorer(self.model_path)
         return self._lazy_scorer
 
     def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:

@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -42,6 +42,7 @@ class TileSettings:
     size: int
     overlap: int
     resampling: str
+    edge: str
     gsd: float | None = None
 
 
@@ -76,6 +77,14 @@ class TileWindow:
     width: float
     height: float
 
+    def window(self) -> Window:
+        return Window(self.col_off, self.row_off, self.width, self.height)
+
+    def inside(self, width: int, height: int) -> bool:
+        return (self.col_off >= -1e-6 and self.row_off >= -1e-6
+                and self.col_off + self.width <= width + 1e-6
+                and self.row_off + self.height <= height + 1e-6)
+
 
 @dataclass
 class RasterInfo:
@@ -94,7 +103,15 @@ class RasterInfo:
     render_bands: list[int]
     alpha_bands: list[int]
     limits: Stretch | None = None
+    nodata: list[float] | None = None  # per band (1-based band b -> nodata[b - 1]), declared in the recipe
+    width: int = 0
+    height: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def nodata_of(self, bands: list[int]) -> np.ndarray | None:
+        if self.nodata is None:
+            return None
+        return np.asarray([self.nodata[b - 1] for b in bands], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -151,14 +168,33 @@ def _check_georeferencing(src: rasterio.DatasetReader, crs_override: str | None)
                      "EPSG:...) or fix the file (gdal_edit.py -a_srs EPSG:...).")
 
 
+def _edge_offsets(extent: float, src: float, step: float, edge: str) -> list[float]:
+    """Offsets of the tiles along one axis: a regular grid, plus one tile for the remainder
+    (``shift``: aligned to the far edge, overlapping its neighbour; ``pad``: continuing the grid
+    past the edge, filled as nodata; ``drop``: none)."""
+    if src > extent + 1e-9:
+        return [0.0] if edge == "pad" else []
+    n = int(math.floor((extent - src) / step + 1e-9)) + 1
+    offsets = [i * step for i in range(n)]
+    rest = extent - (offsets[-1] + src)
+    if rest > 1e-6 * max(1.0, extent):
+        if edge == "shift":
+            offsets.append(extent - src)
+        elif edge == "pad":
+            offsets.append(n * step)
+    return offsets
+
+
 def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int,
                  gsd: float | None, overlap: int, max_tiles: int | None = None,
-                 max_upsample: float | None = None, name: str = "the raster") -> tuple[list[TileWindow], float]:
+                 max_upsample: float | None = None, name: str = "the raster",
+                 edge: str = "drop") -> tuple[list[TileWindow], float]:
     """Lay tiles of ``size`` output pixels at ``gsd`` metres/pixel over a raster.
 
-    Returns the windows (source pixel units, fully inside the raster) and the GSD used. The
-    tile count is checked against ``max_tiles`` *before* any window is made, so a small file
-    that declares a huge raster cannot take the machine's memory.
+    Returns the windows (source pixel units) and the GSD used. ``edge`` decides the last
+    partial column and row (see :func:`_edge_offsets`); only ``pad`` lays windows that reach
+    past the raster. The tile count is checked against ``max_tiles`` *before* any window is
+    made, so a small file that declares a huge raster cannot take the machine's memory.
     """
     if overlap >= size:
         raise InputError(f"source.tile.overlap ({overlap}) must be smaller than the tile size ({size})")
@@ -175,9 +211,10 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
     src_h = size * target / dy0
     step_h = stride * target / dy0
     windows: list[TileWindow] = []
-    if src_h > height:
+    rows = _edge_offsets(height, src_h, step_h, edge)
+    if not rows:
         return windows, target
-    n_rows = int(math.floor((height - src_h) / step_h + 1e-9)) + 1
+    n_rows = len(rows)
     if max_tiles is not None:
         est_cols = max(0, int(math.floor((width - size * target / dx0) / (stride * target / dx0) + 1e-9)) + 1)
         if n_rows * est_cols > max_tiles:
@@ -185,33 +222,48 @@ def plan_windows(crs: CRS, transform: Affine, width: int, height: int, size: int
                 f"{name}: {width} x {height} px at {target:g} m/px would make about "
                 f"{n_rows * est_cols:,} tiles, more than source.max_tiles = {max_tiles:,}. Raise "
                 "source.max_tiles if you mean it, or use larger tiles or a coarser gsd.")
-    for row in range(n_rows):
-        row_off = row * step_h
+    for row, row_off in enumerate(rows):
         if crs.is_geographic:
-            x, y = transform @ (width / 2, row_off + src_h / 2)
+            x, y = transform @ (width / 2, min(row_off + src_h / 2, height))
             dx, _ = pixel_size_m(crs, transform, x, y)
         else:
             dx = dx0
         src_w = size * target / dx
         step_w = stride * target / dx
-        if src_w > width:
-            continue
-        n_cols = int(math.floor((width - src_w) / step_w + 1e-9)) + 1
-        for col in range(n_cols):
-            windows.append(TileWindow(col, row, col * step_w, row_off, src_w, src_h))
+        for col, col_off in enumerate(_edge_offsets(width, src_w, step_w, edge)):
+            windows.append(TileWindow(col, row, col_off, row_off, src_w, src_h))
     return windows, target
 
 
+def covered_fraction(windows: list[TileWindow], width: int, height: int, grid: int = 512) -> float:
+    """Share of the raster's pixels that some tile covers (on a grid of at most 512 x 512 cells)."""
+    if not windows or width <= 0 or height <= 0:
+        return 0.0
+    gw, gh = min(grid, width), min(grid, height)
+    sx, sy = gw / width, gh / height
+    cover = np.zeros((gh, gw), bool)
+    for w in windows:
+        c0, r0 = max(0, int(round(w.col_off * sx))), max(0, int(round(w.row_off * sy)))
+        c1 = min(gw, int(round((w.col_off + w.width) * sx)))
+        r1 = min(gh, int(round((w.row_off + w.height) * sy)))
+        cover[r0:r1, c0:c1] = True
+    return round(float(cover.mean()), 4)
+
+
 def _sample_limits(src: rasterio.DatasetReader, bands: list[int], windows: list[TileWindow],
-                   low: float, high: float, on_error: str) -> Stretch:
-    """Stretch limits of the whole raster estimated from up to 25 tiles spread over it."""
-    picks = windows[:: max(1, len(windows) // 25)][:25]
+                   low: float, high: float, on_error: str, nodata: np.ndarray | None = None) -> Stretch:
+    """Stretch limits of the whole raster estimated from up to 25 tiles spread over it; pixels
+    that are masked or equal the declared ``nodata`` do not count."""
+    inside = [w for w in windows if w.inside(src.width, src.height)] or windows
+    picks = inside[:: max(1, len(inside) // 25)][:25]
     chunks, masks = [], []
     for w in picks:
-        win = Window(w.col_off, w.row_off, w.width, w.height)
+        win = w.window()
         try:
             chunk = src.read(bands, window=win, out_shape=(len(bands), 64, 64))
             mask = src.dataset_mask(window=win, out_shape=(64, 64)) > 0
+            if nodata is not None:
+                mask &= ~_is_nodata(chunk, nodata)
         except RasterioError as exc:
             if on_error == "skip":
                 continue  # the tile itself will be dropped as read_error when it is read
@@ -226,6 +278,67 @@ def _sample_limits(src: rasterio.DatasetReader, bands: list[int], windows: list[
     return percentile_limits(data, valid, low, high)
 
 
+def _is_nodata(data: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """(H, W) True where every band equals its declared nodata value."""
+    return np.all(data == nodata.astype(data.dtype)[:, None, None], axis=0)
+
+
+def _declared_nodata(entry: dict[str, Any], count: int, dtype: str, path: Path) -> list[float] | None:
+    value = entry.get("nodata")
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, list) else [value] * count
+    if len(values) != count:
+        raise InputError(f"{path}: source.rasters[].nodata lists {len(values)} values but the raster "
+                         f"has {count} bands; give one value, or one per band")
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else np.finfo(dtype)
+    for v in values:
+        if not (info.min <= v <= info.max) or (np.dtype(dtype).kind in "iu" and float(v) != int(v)):
+            raise InputError(f"{path}: nodata {v!r} cannot occur in {dtype} data; give a value of "
+                             "the raster's data type (e.g. 0)")
+    return [float(v) for v in values]
+
+
+def _border_warning(src: rasterio.DatasetReader, path: Path) -> str | None:
+    """A warning when an unmasked raster has a constant 0 (or dtype-max) border: a nodata
+    border without a flag, which would be rendered as black (or white) tiles."""
+    scale = max(1, int(math.ceil(max(src.width, src.height) / 512)))
+    shape = (max(1, src.height // scale), max(1, src.width // scale))
+    try:
+        data = src.read(out_shape=(src.count,) + shape, resampling=Resampling.nearest)
+        mask = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    except RasterioError:
+        return None
+    top = np.iinfo(data.dtype).max if data.dtype.kind in "iu" else None
+    for value in (0, top):
+        if value is None:
+            continue
+        hit = np.all(data == value, axis=0) & mask
+        share = float(hit.mean())
+        edges = np.concatenate([hit[0], hit[-1], hit[:, 0], hit[:, -1]])
+        if share >= 0.05 and edges.any():
+            return (f"raster {path} has no nodata value or mask, but {share:.0%} of its sampled "
+                    f"pixels are exactly {value} and reach its edges: a border of nodata without a "
+                    f"flag. Its tiles would be kept with nodata_fraction 0.0. If that is nodata, set "
+                    f"`nodata: {value}` on the raster entry (source.rasters[]).")
+    return None
+
+
+def _band_warning(src: rasterio.DatasetReader, render: list[int], chosen_by_user: bool,
+                  path: Path) -> str | None:
+    """Warn when the rendered bands are not red, green, blue by colour interpretation."""
+    if chosen_by_user or len(render) != 3:
+        return None
+    interp = [src.colorinterp[b - 1] for b in render]
+    if interp == [ColorInterp.red, ColorInterp.green, ColorInterp.blue]:
+        return None
+    names = [d or f"band {b}" for d, b in zip((src.descriptions[b - 1] for b in render), render)]
+    return (f"raster {path}: bands {render} ({', '.join(names)}) are rendered as red, green, blue, "
+            "but their colour interpretation does not say red, green, blue; the images may come "
+            "out in false colour (e.g. BGR for a file whose bands are blue, green, red). Set "
+            "source.bands (e.g. [3, 2, 1]) to choose them.")
+
+
 def plan_raster(entry: dict[str, Any], path: Path, cfg: RasterSettings, provenance: dict[str, str],
                 allow_remote: bool = False) -> tuple[RasterInfo, list[TileWindow]]:
     """Open and check one raster of the recipe; return its info and its tile windows."""
@@ -236,8 +349,17 @@ def plan_raster(entry: dict[str, Any], path: Path, cfg: RasterSettings, provenan
                              "it first (e.g. gdal_translate -a_ullr ... -a_srs ...)")
         tile = cfg.tile
         windows, _ = plan_windows(crs, src.transform, src.width, src.height, tile.size, tile.gsd,
-                                  tile.overlap, cfg.max_tiles, cfg.max_upsample, name=str(path))
+                                  tile.overlap, cfg.max_tiles, cfg.max_upsample, name=str(path),
+                                  edge=tile.edge)
         render, alpha = _render_bands(src, cfg.bands)
+        nodata = _declared_nodata(entry, src.count, src.dtypes[0], path)
+        warnings = [w for w in (
+            _band_warning(src, render, cfg.bands is not None, path),
+            None if (nodata is not None or src.nodata is not None or alpha
+                     or any(m != [MaskFlags.all_valid] for m in src.mask_flag_enums))
+            else _border_warning(src, path)) if w]
+        for w in warnings:
+            print(f"rsdata: warning: {w}", file=sys.stderr)
         stretch = cfg.stretch
         mode = stretch["mode"]
         if mode == "auto":
@@ -245,35 +367,66 @@ def plan_raster(entry: dict[str, Any], path: Path, cfg: RasterSettings, provenan
         limits = None
         if mode == "percentile" and windows:
             limits = _sample_limits(src, render, windows, stretch["low"], stretch["high"],
-                                    cfg.on_read_error)
+                                    cfg.on_read_error,
+                                    None if nodata is None else np.asarray([nodata[b - 1] for b in render]))
         info = RasterInfo(
             id=entry["id"], path=str(path), display_path=provenance["display_path"],
             sha256=provenance["sha256"], license=provenance["license"],
             attribution=provenance["attribution"], crs_wkt=crs.to_wkt(),
             crs_from_recipe=src.crs is None, band_count=src.count, dtype=src.dtypes[0],
-            render_bands=render, alpha_bands=alpha, limits=limits,
+            render_bands=render, alpha_bands=alpha, limits=limits, nodata=nodata,
+            width=src.width, height=src.height,
             extra={"bounds_wgs84": bounds_wgs84(crs, tuple(src.bounds)), "width": src.width,
-                   "height": src.height, "tiles": len(windows)},
+                   "height": src.height, "tiles": len(windows), "warnings": warnings},
         )
     return info, windows
 
 
 def _geotiff_bytes(data: np.ndarray, crs: CRS, transform: Affine, nodata: float | None,
-                   mask: np.ndarray | None, colorinterp: list[ColorInterp]) -> bytes:
+                   mask: np.ndarray | None, colorinterp: list[ColorInterp],
+                   descriptions: list[str | None] | None = None) -> bytes:
+    """The chip as a GeoTIFF: the source's dtype, CRS, transform, colour interpretation and band
+    descriptions. Only a band the source calls alpha is alpha (a 4th NIR band stays undefined)."""
     from rasterio.io import MemoryFile
 
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
-               "count": data.shape[0], "dtype": data.dtype.name, "crs": crs,
-               "transform": transform, "compress": "deflate"}
+    count = data.shape[0]
+    profile: dict[str, Any] = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+                               "count": count, "dtype": data.dtype.name, "crs": crs,
+                               "transform": transform, "compress": "deflate"}
     if nodata is not None:
         profile["nodata"] = nodata
+    rgb = colorinterp[:3] == [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if rgb and data.dtype == np.uint8:
+        profile["photometric"] = "RGB"
+    else:
+        profile["photometric"] = "MINISBLACK"
+    if count > 3 or (count > 1 and not rgb):
+        has_alpha = ColorInterp.alpha in colorinterp[1:]
+        profile["alpha"] = "YES" if has_alpha else "UNSPECIFIED"
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(data)
             dst.colorinterp = colorinterp
+            for i, desc in enumerate(descriptions or [], start=1):
+                if desc:
+                    dst.set_band_description(i, desc)
             if mask is not None:
                 dst.write_mask(mask)
         return bytes(mem.read())
+
+
+def _outside(tile: TileWindow, info: RasterInfo, size: int) -> np.ndarray:
+    """(size, size) True for output pixels whose centre lies outside the raster."""
+    cols = tile.col_off + (np.arange(size) + 0.5) * tile.width / size
+    rows = tile.row_off + (np.arange(size) + 0.5) * tile.height / size
+    return (rows[:, None] >= info.height) | (cols[None, :] >= info.width) | (rows[:, None] < 0) | (cols[None, :] < 0)
+
+
+def _constant(data: np.ndarray, info: RasterInfo, read_bands: list[int]) -> bool:
+    """Whether every rendered band holds one value over the whole tile."""
+    idx = [read_bands.index(b) for b in info.render_bands if b in read_bands]
+    flat = data[idx].reshape(len(idx), -1)
+    return bool(np.all(flat == flat[:, :1]))
 
 
 class RasterSource(Source):
@@ -329,8 +482,10 @@ class RasterSource(Source):
                 print(f"rsdata: warning: raster {info.id} ({info.extra['width']} x {info.extra['height']} px) "
                       "gives no tiles (smaller than one tile, or past source.max_samples)", file=sys.stderr)
             out.partitions.extend(self._partitions(info, windows))
-            out.report[info.id] = {"tiles": len(windows), "width": info.extra["width"],
-                                   "height": info.extra["height"]}
+            out.report[info.id] = {
+                "tiles": len(windows), "width": info.width, "height": info.height,
+                "edge": cfg.tile.edge, "covered_fraction": covered_fraction(windows, info.width, info.height),
+                "nodata": info.nodata, "warnings": info.extra["warnings"]}
         return out
 
     def _partitions(self, info: RasterInfo, windows: list[TileWindow]) -> list[Partition]:
@@ -362,10 +517,18 @@ class RasterSource(Source):
         cfg = self.settings
         win = Window(tile.col_off, tile.row_off, tile.width, tile.height)
         size = cfg.tile.size
+        padded = not tile.inside(info.width, info.height)  # edge: pad reaches past the raster
+        nodata = info.nodata_of(read_bands)
         try:
             data = src.read(read_bands, window=win, out_shape=(len(read_bands), size, size),
-                            resampling=Resampling[cfg.tile.resampling])
-            mask = src.dataset_mask(window=win, out_shape=(size, size))
+                            resampling=Resampling[cfg.tile.resampling], boundless=padded,
+                            fill_value=None if nodata is None else nodata[0])
+            mask = src.dataset_mask(window=win, out_shape=(size, size), boundless=padded)
+            if padded:  # what lies past the raster is nodata, whatever the fill value
+                mask = mask.copy()
+                mask[_outside(tile, info, size)] = 0
+            if nodata is not None:
+                mask = np.where(_is_nodata(data, nodata), 0, mask)
         except RasterioError as exc:
             if cfg.on_read_error == "skip":
                 stats.drop("read_error")
@@ -378,6 +541,9 @@ class RasterSource(Source):
         nodata_fraction = 1.0 - float(valid.mean())
         if nodata_fraction > cfg.max_nodata_fraction:
             stats.drop("nodata")
+            return None
+        if _constant(data, info, read_bands):
+            stats.drop("blank")  # one value everywhere: an unflagged blank, nothing to describe
             return None
         if cfg.keep_geotiff:
             render = data[[read_bands.index(b) for b in info.render_bands]]
@@ -421,9 +587,14 @@ class RasterSource(Source):
         }
         tif = None
         if cfg.keep_geotiff:
-            tif = _geotiff_bytes(data, geo.crs, transform, src.nodata,
-                                 None if (src.nodata is not None or info.alpha_bands) else mask,
-                                 list(src.colorinterp))
+            for band in info.alpha_bands:  # resampled alpha agrees with the tile's mask
+                i = read_bands.index(band)
+                data[i] = np.where(valid, np.maximum(data[i], 1), 0).astype(data.dtype)
+            declared = None if info.nodata is None else info.nodata[0]
+            tif = _geotiff_bytes(data, geo.crs, transform, src.nodata if declared is None else declared,
+                                 None if (src.nodata is not None or declared is not None
+                                          or info.alpha_bands) else mask,
+                                 list(src.colorinterp), list(src.descriptions))
         return Sample(key=key, image=encode_image(rgb, cfg.image_format, cfg.jpeg_quality),
                       image_format=cfg.image_format, meta=meta, tif=tif)
 
