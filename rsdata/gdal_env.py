@@ -66,7 +66,8 @@ def no_network_options() -> dict[str, str]:
         "GDAL_HTTP_MAX_RETRY": "0",
         "GDAL_HTTP_CONNECTTIMEOUT": "1",
         "GDAL_HTTP_TIMEOUT": "1",
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        # (GDAL_DISABLE_READDIR_ON_OPEN stays at its default: local sidecars such as .aux.xml
+        # georeferencing and .msk masks must still be found)
         "GDAL_VRT_ENABLE_PYTHON": "NO",  # no Python pixel functions from a file
     }
 

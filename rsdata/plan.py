@@ -119,7 +119,8 @@ def build_plan(recipe: Recipe, out_dir: Path | None = None, overwrite: bool = Fa
     checksums: dict[str, str] = {}
     for sp in plans.values():
         for rec in sp.inputs:
-            inputs.append(rec.manifest_entry)
+            if rec.manifest_entry is not None:
+                inputs.append(rec.manifest_entry)
             if rec.hash_key:
                 checksums[rec.hash_key] = rec.sha256
     footprints = [b for sp in plans.values() for b in sp.footprints_wgs84]

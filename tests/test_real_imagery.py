@@ -228,3 +228,104 @@ def test_constant_blank_tiles_are_dropped(tmp_path: Path) -> None:
                             photometric="RGB")
     _, samples, stats, _ = plan_and_read(path, size=64)
     assert stats.dropped["blank"] == 1 and len(samples) == 3
+
+
+# --- mosaics: a folder or glob of tiles read as one raster --------------------------------------
+
+
+def split_into_tiles(src_path: Path, directory: Path, n: int = 2, sidecar: bool = False) -> Path:
+    """Cut a raster into n x n GeoTIFF tiles (with PAM .aux.xml georeferencing if ``sidecar``)."""
+    import rasterio
+    from rasterio.windows import Window
+    from rasterio.windows import transform as wtransform
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(src_path) as src:
+        data, h, w = src.read(), src.height // n, src.width // n
+        for i in range(n):
+            for j in range(n):
+                win = Window(j * w, i * h, w, h)
+                profile = {"driver": "GTiff", "width": w, "height": h, "count": src.count,
+                           "dtype": src.dtypes[0], "photometric": "RGB"}
+                if not sidecar:
+                    profile.update(crs=src.crs, transform=wtransform(win, src.transform))
+                path = directory / f"t-{i}-{j}.tif"
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(data[:, i * h:(i + 1) * h, j * w:(j + 1) * w])
+                if sidecar:  # georeferencing only in a PAM sidecar, as OAM tiles come
+                    t = wtransform(win, src.transform)
+                    Path(f"{path}.aux.xml").write_text(
+                        f"<PAMDataset><SRS>{src.crs.to_wkt()}</SRS><GeoTransform>{t.c!r}, {t.a!r}, "
+                        f"0.0, {t.f!r}, 0.0, {t.e!r}</GeoTransform></PAMDataset>")
+    return directory
+
+
+@pytest.mark.parametrize("sidecar", [False, True])
+def test_a_glob_of_tiles_reads_as_one_mosaic(tmp_path: Path, sidecar: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSDATA_CACHE", str(tmp_path / "cache"))
+    whole = fx.utm_rgb(tmp_path)
+    split_into_tiles(whole, tmp_path / "tiles", sidecar=sidecar)
+    if sidecar:
+        assert list((tmp_path / "tiles").glob("*.aux.xml"))
+    out_whole, out_tiles = tmp_path / "a", tmp_path / "b"
+    for raster, out, name in ((whole, out_whole, "a.yaml"), (str(tmp_path / "tiles" / "*.tif"), out_tiles, "b.yaml")):
+        recipe = fx.write_recipe(tmp_path, fx.recipe_dict(raster, size=64, image_format="png"), name)
+        assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
+    a = {e.key: e for e in Corpus(out_whole).entries()}
+    b = {e.key: e for e in Corpus(out_tiles).entries()}
+    assert list(a) == list(b) and len(a) == 16
+    for key in a:  # the mosaic's pixels are the original's
+        assert np.array_equal(decode(a[key].members["png"]), decode(b[key].members["png"]))
+        assert json.loads(a[key].members["json"])["geo"]["bounds"] == pytest.approx(
+            json.loads(b[key].members["json"])["geo"]["bounds"])
+    m = load_manifest(out_tiles)
+    entry = next(s for s in m["sources"] if s["role"] == "imagery")
+    assert entry["path"].endswith("(4 files)")
+    # a changed tile is another input: the recipe hash changes
+    tile = sorted((tmp_path / "tiles").glob("*.tif"))[0]
+    import rasterio
+
+    with rasterio.open(tile, "r+") as dst:
+        arr = dst.read()
+        arr[0, 0, 0] ^= 1
+        dst.write(arr)
+    recipe = fx.write_recipe(tmp_path, fx.recipe_dict(str(tmp_path / "tiles" / "*.tif"), size=64), "c.yaml")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert load_manifest(tmp_path / "c")["recipe_hash"] != m["recipe_hash"]
+
+
+def test_a_mosaic_with_gaps_masks_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSDATA_CACHE", str(tmp_path / "cache"))
+    split_into_tiles(fx.utm_rgb(tmp_path), tmp_path / "tiles")
+    (tmp_path / "tiles" / "t-0-1.tif").unlink()  # the top-right quarter is missing
+    _, samples, stats, _ = plan_and_read_glob(tmp_path / "tiles" / "*.tif")
+    assert stats.dropped["nodata"] == 4 and len(samples) == 12
+
+
+def plan_and_read_glob(pattern: Path) -> tuple[Any, list[Any], StageStats, Any]:
+    from rsdata.inputs import InputRegistry
+    from rsdata.sources.base import PlanContext
+
+    recipe = parse_recipe(fx.recipe_dict(str(pattern), size=64), base_dir=pattern.parent)
+    src = RasterSource(recipe.source, "raster")
+    plan = src.plan(PlanContext(base_dir=pattern.parent, out_dir=pattern.parent / "out",
+                                registry=InputRegistry([])))
+    stats = StageStats("tile")
+    samples = [s for part in plan.partitions for s in src.read(part, stats)]
+    return plan, samples, stats, None
+
+
+def test_bad_mosaics_are_clear_errors(tmp_path: Path, raster_files: dict[str, Path],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setenv("RSDATA_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(InputError, match="names no raster files"):
+        plan_and_read_glob(tmp_path / "nothing" / "*.tif")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(raster_files["utm_rgb"], mixed / "a.tif")
+    shutil.copy(raster_files["wgs84_rgb"], mixed / "b.tif")
+    with pytest.raises(InputError, match="differ in CRS"):
+        plan_and_read_glob(mixed / "*.tif")

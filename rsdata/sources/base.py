@@ -64,7 +64,7 @@ class InputRecord:
 
     hash_key: str  # how the file is named in the recipe hash (relative path or URL)
     sha256: str
-    manifest_entry: dict[str, Any]  # InputFile.to_json(display)
+    manifest_entry: dict[str, Any] | None  # InputFile.to_json(display); None: hashed, not listed
 
 
 @dataclass

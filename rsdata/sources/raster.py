@@ -31,6 +31,7 @@ from rsdata.remote import is_url
 from rsdata.render import Stretch, encode_image, percentile_limits, to_rgb8
 from rsdata.sample import Sample
 from rsdata.settings import from_config
+from rsdata.sources.mosaic import build_vrt, is_multi, list_tiles, sidecars
 from rsdata.sources.base import InputRecord, Partition, PlanContext, Source, SourcePlan, partition_id
 from rsdata.stats import StageStats
 
@@ -456,20 +457,25 @@ class RasterSource(Source):
         planned: list[tuple[RasterInfo, list[TileWindow]]] = []
         budget = cfg.max_samples
         for entry in cfg.rasters:
-            path = ctx.resolve(entry["path"])
-            if not path.is_file():
-                raise InputError(f"raster not found: {path}. Check the path in the recipe "
-                                 "(relative paths are relative to the recipe file).")
-            prov = ctx.registry.describe(path, "imagery")
-            display = entry["path"] if is_url(entry["path"]) else ctx.display(path)
-            provenance = {"display_path": display, "sha256": prov.sha256, "license": prov.license,
-                          "attribution": prov.attribution}
+            if is_multi(entry["path"]) or (not is_url(entry["path"])
+                                           and (ctx.base_dir / entry["path"]).is_dir()):
+                path, provenance, records = self._plan_mosaic(entry, ctx)
+            else:
+                path = ctx.resolve(entry["path"])
+                if not path.is_file():
+                    raise InputError(f"raster not found: {path}. Check the path in the recipe "
+                                     "(relative paths are relative to the recipe file).")
+                prov = ctx.registry.describe(path, "imagery")
+                display = entry["path"] if is_url(entry["path"]) else ctx.display(path)
+                provenance = {"display_path": display, "sha256": prov.sha256, "license": prov.license,
+                              "attribution": prov.attribution}
+                hash_key = entry["path"] if is_url(entry["path"]) else os.path.relpath(path, ctx.base_dir)
+                records = [InputRecord(hash_key, prov.sha256, prov.to_json(display))]
             info, windows = plan_raster(entry, path, cfg, provenance, ctx.allow_remote)
             if budget is not None:
                 windows = windows[:budget]
                 budget -= len(windows)
-            hash_key = entry["path"] if is_url(entry["path"]) else os.path.relpath(path, ctx.base_dir)
-            out.inputs.append(InputRecord(hash_key, prov.sha256, prov.to_json(display)))
+            out.inputs.extend(records)
             out.footprints_wgs84.append(tuple(info.extra["bounds_wgs84"]))
             out.footprint_crs.append(info.crs_wkt)
             planned.append((info, windows))
@@ -487,6 +493,45 @@ class RasterSource(Source):
                 "edge": cfg.tile.edge, "covered_fraction": covered_fraction(windows, info.width, info.height),
                 "nodata": info.nodata, "warnings": info.extra["warnings"]}
         return out
+
+    def _plan_mosaic(self, entry: dict[str, Any], ctx: PlanContext
+                     ) -> tuple[Path, dict[str, str], list[InputRecord]]:
+        """A folder or glob of tiles: hash and check every tile (and its georeferencing
+        sidecars), then read them through one VRT (see :mod:`rsdata.sources.mosaic`)."""
+        import hashlib
+
+        from rsdata.inputs import sha256_file
+
+        files = list_tiles(entry["path"], ctx.base_dir)
+        records: list[InputRecord] = []
+        listing = hashlib.sha256()
+        licenses, attributions, manifests = set(), set(), set()
+        total = 0
+        for f in files:
+            prov = ctx.registry.describe(f, "imagery")
+            licenses.add(prov.license)
+            attributions.add(prov.attribution)
+            manifests.add(prov.manifest)
+            total += prov.bytes
+            rel = os.path.relpath(f, ctx.base_dir)
+            records.append(InputRecord(rel, prov.sha256, None))
+            listing.update(f"{rel} {prov.sha256}\n".encode())
+            for side in sidecars(f):  # georeferencing lives there: it is part of the input
+                digest = ctx.registry.describe(side, "other").sha256
+                records.append(InputRecord(os.path.relpath(side, ctx.base_dir), digest, None))
+                listing.update(f"{os.path.relpath(side, ctx.base_dir)} {digest}\n".encode())
+        vrt = build_vrt(files, ctx.allow_remote)
+        sha = listing.hexdigest()
+        license = licenses.pop() if len(licenses) == 1 else "mixed: " + ", ".join(sorted(licenses))
+        attribution = attributions.pop() if len(attributions) == 1 else "; ".join(sorted(attributions))
+        display = f"{entry['path']} ({len(files)} files)"
+        records.append(InputRecord("", sha, {
+            "path": display, "role": "imagery", "sha256": sha, "bytes": total, "license": license,
+            "attribution": attribution,
+            "manifest": manifests.pop() if len(manifests) == 1 else None}))
+        provenance = {"display_path": display, "sha256": sha, "license": license,
+                      "attribution": attribution}
+        return vrt, provenance, records
 
     def _partitions(self, info: RasterInfo, windows: list[TileWindow]) -> list[Partition]:
         size = self.settings.partition_size
