@@ -11,14 +11,19 @@ how many of the batched answers the validator accepts (greedy, first try).
 
 It also reports the validator's agreement with the hand-labeled set of real model outputs
 (tests/data/llm_labeled.jsonl: recall of unfaithful captions, false rejections, precision of
-what it accepts) and, with ``--run OUT``, the LLM numbers of a finished ``rsdata run`` (share
-of captions kept, mean coverage of kept captions, rejection reasons).
+what it accepts; the captions that set marked faithful but that issue 15 counts as unsupported
+statements — filler, self-references, part-of-whole — are counted as unfaithful), its
+kept-caption faithfulness on the frozen fresh evaluation set (tests/data/llm_eval_fresh.jsonl:
+never used for tuning; before = the verdicts stored when the set was made, after = the current
+validator; Wilson 95% intervals) and, with ``--run OUT``, the LLM numbers of a finished
+``rsdata run`` (share of captions kept, mean coverage of kept captions, rejection reasons).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -36,6 +41,26 @@ from rsdata.corpus.manifest import load_manifest
 from rsdata.llm.lexicon import CELLS
 
 LABELED = Path(__file__).resolve().parents[1] / "tests" / "data" / "llm_labeled.jsonl"
+FRESH = Path(__file__).resolve().parents[1] / "tests" / "data" / "llm_eval_fresh.jsonl"
+# Captions the labeled set marks faithful ("no false claim") that issue 15 counts as unsupported
+# statements: filler clauses, self-references (map, page, frame, an image inside the image),
+# part-of-whole claims, content-free answers. The data file keeps its original marks.
+ISSUE15_UNSUPPORTED: dict[str, str] = {
+    "smollm2-000": "filler: 'which is a scene in itself'",
+    "smollm2-001": "filler: 'which is a scene of a scene'",
+    "smollm2-019": "self-reference: 'a scene in the scene of a nature reserve'",
+    "smollm2-020": "self-reference: 'a scene in the scene of a nature reserve'",
+    "smollm2-021": "filler: 'which is a common scene in nature'",
+    "smollm2-027": "part-of-whole: 'a small part of a nature reserve'",
+    "smollm2-028": "part-of-whole: 'a small part of a nature reserve'",
+    "smollm2-045": "self-reference: 'corner of the page'",
+    "smollm2-046": "self-reference: 'corner of the page'",
+    "smollm2-047": "self-reference: 'corner of a photograph'",
+    "smollm2-068": "filler: 'that is a detail of the image'",
+    "smollm2-071": "content-free: 'a small piece of an image within another piece'",
+    "smollm2-074": "self-reference: 'a frame that may not be entirely legible'",
+    "smollm2-078": "self-reference: 'the image of a orchard'",
+}
 FORM_REASONS = {"low_coverage", "too_long", "truncated", "not_english", "empty", "prompt_echo"}
 
 PHRASES = {
@@ -94,12 +119,94 @@ def synthetic_tiles(n: int) -> list[dict[str, Any]]:
     return tiles
 
 
+def faithful_now(rec: dict[str, Any]) -> bool:
+    """A labeled-set record's mark under issue 15's rules (see ISSUE15_UNSUPPORTED)."""
+    return bool(rec["faithful"]) and rec["id"] not in ISSUE15_UNSUPPORTED
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """Wilson score interval of k successes in n (95% by default)."""
+    if n == 0:
+        return None
+    p = k / n
+    d = 1 + z * z / n
+    c = p + z * z / (2 * n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (round((c - h) / d, 4), round((c + h) / d, 4))
+
+
+def read_fresh(path: Path = FRESH) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The frozen fresh set: its header and its records."""
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return rows[0], rows[1:]
+
+
+def validate_record(validator: Validator, rec: dict[str, Any]) -> Any:
+    lim = rec["limits"]
+    return validator.validate(
+        rec["caption"],
+        rec["tile"]["osm"]["tags"],
+        rec["facts"],
+        Limits(lim["max_words"], lim["max_sentences"], lim.get("min_coverage", 0.75)),
+        prefill=rec["prefill"],
+        geo=rec["tile"]["geo"],
+    )
+
+
+def kept_metrics(recs: list[dict[str, Any]], kept: list[bool]) -> dict[str, Any]:
+    """Of the answers kept: share faithful to the stats and to the picture, with intervals."""
+    ks = [r for r, k in zip(recs, kept) if k]
+    n = len(ks)
+    stats = sum(r["faithful_stats"] for r in ks)
+    pic = {w: sum(r["faithful_picture"] == w for r in ks) for w in ("yes", "no", "unsure")}
+    faithful = [r for r in recs if r["faithful_stats"]]
+    return {
+        "answers": len(recs),
+        "kept": n,
+        "kept_rate": round(n / len(recs), 4) if recs else None,
+        "kept_stats_faithful": stats,
+        "kept_stats_faithful_rate": round(stats / n, 4) if n else None,
+        "kept_stats_faithful_ci95": wilson(stats, n),
+        "kept_picture_yes": pic["yes"],
+        "kept_picture_no": pic["no"],
+        "kept_picture_unsure": pic["unsure"],
+        "kept_picture_yes_rate": round(pic["yes"] / n, 4) if n else None,
+        "kept_picture_yes_ci95": wilson(pic["yes"], n),
+        "kept_picture_not_no_rate": round((n - pic["no"]) / n, 4) if n else None,
+        "kept_picture_not_no_ci95": wilson(n - pic["no"], n),
+        "stats_faithful_answers": len(faithful),
+        "stats_faithful_rejected": sum(
+            1 for r, k in zip(recs, kept) if r["faithful_stats"] and not k
+        ),
+    }
+
+
+def fresh_set_metrics(path: Path = FRESH) -> dict[str, Any]:
+    """Kept-caption faithfulness on the frozen fresh set: before (stored verdicts of the
+    validator the set was made with) and after (the current validator)."""
+    header, recs = read_fresh(path)
+    validator = Validator()
+    now = [validate_record(validator, r).ok for r in recs]
+    before = [bool(r["validator_before"]["ok"]) for r in recs]
+    out: dict[str, Any] = {"fresh_set": str(path.name), "fresh_git_commit": header["git_commit"]}
+    out.update({f"fresh_before_{k}": v for k, v in kept_metrics(recs, before).items()})
+    out.update({f"fresh_after_{k}": v for k, v in kept_metrics(recs, now).items()})
+    greedy = [r["temperature"] == 0 for r in recs]
+    for name, sel in (("greedy", True), ("sampled", False)):
+        sub = [(r, k) for r, k, g in zip(recs, now, greedy) if g == sel]
+        m = kept_metrics([r for r, _ in sub], [k for _, k in sub])
+        out[f"fresh_after_{name}_kept"] = m["kept"]
+        out[f"fresh_after_{name}_kept_stats_faithful"] = m["kept_stats_faithful"]
+    return out
+
+
 def labeled_set_metrics(path: Path = LABELED) -> dict[str, Any]:
     """The validator against the hand labels (no model needed)."""
     validator = Validator()
     recs = [
         json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
+    recs = [{**r, "faithful": faithful_now(r)} for r in recs]
     caught = accused = rejected_faithful = accepted = accepted_faithful = 0
     faithful = [r for r in recs if r["faithful"]]
     for r in recs:
@@ -121,6 +228,7 @@ def labeled_set_metrics(path: Path = LABELED) -> dict[str, Any]:
     n_bad = len(recs) - len(faithful)
     return {
         "labeled_records": len(recs),
+        "labeled_relabelled_by_issue15": len(ISSUE15_UNSUPPORTED),
         "labeled_unfaithful": n_bad,
         "recall_of_unfaithful": round(caught / n_bad, 4) if n_bad else None,
         "false_rejection_rate": round(rejected_faithful / len(faithful), 4) if faithful else None,
@@ -163,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, help="also report the LLM numbers of this output directory")
     args = ap.parse_args(argv)
     res: dict[str, Any] = labeled_set_metrics()
+    if FRESH.exists():
+        res.update(fresh_set_metrics())
     if args.run:
         res.update(run_metrics(args.run))
     if not args.no_speed:

@@ -1,7 +1,8 @@
 """Training input pipeline vs training step: is the data loader the bottleneck?
 
     python -m benchmarks.bench_train [--quick] [--json PATH] [--models rs-cnn-small rs-cnn-tiny]
-                                     [--workers 2] [--retrieval]
+                                     [--workers 2] [--retrieval | --retrieval-only]
+                                     [--data CORPUS] [--checkpoint RUN]
 
 Everything runs in ONE process on the SAME inputs, generated (seeded) into a temp dir that is
 deleted at the end: 512 synthetic 256 px aerial-like JPEG tiles (q90, smooth land-cover
@@ -20,9 +21,14 @@ For each model config (default: the baseline ``rs-cnn-small`` at 224 px and ``rs
   samples/s and the share of wall time the step waited for data.
 
 The target is loader >= 3x step (the loader must not be the bottleneck). ``--retrieval`` adds
-the held-out-area experiment of the README (builds a 128 px corpus from the bundled Swellendam
-raster with ``rsdata run``, holds out a block of rows, trains rs-cnn-tiny for a few minutes,
-evaluates trained vs untrained on the held-out tiles).
+the held-out-region experiment of the README (``--retrieval-only``: only that): a 128 px corpus
+of both bundled Swellendam photos (``rsdata run``, or ``--data``); two regions held out whole
+(the photo swellendam-3320d, and the southern 20% of swellendam-3420b by footprint, tiles on the
+block edge used by neither side); rs-cnn-tiny trained for a few minutes on the rest
+(``--checkpoint`` skips that); then on each region the trained model, the untrained one, the
+no-learning histogram caption-transfer baseline and random similarities, every R@k with a 95%
+bootstrap interval, the share of test captions found verbatim in training, and the verdict
+whether the trained model beats each reference outside the interval.
 """
 
 from __future__ import annotations
@@ -200,92 +206,121 @@ def measure_train(corpus: Path, work: Path, name: str, workers: int, batch: int,
             "others_cores": m.others_cores}
 
 
-# -- the held-out-area retrieval experiment ---------------------------------------------------------
-RECIPE = """version: 1
-name: swellendam-128
-inputs: [{repo}/manifests/swellendam.yaml]
-source:
-  type: raster
-  rasters: [{{id: swellendam-3420b, path: {repo}/data/swellendam/image/3420B_2010_328_RGB_LATLNG.tif}}]
-  tile: {{size: 128, gsd: 2.5, overlap: 96}}
-  bands: [1, 2, 3]
-  max_nodata_fraction: 0.05
-  keep_geotiff: false
-  partition_size: 256
-stages:
-  - type: osm_join
-    sources:
-      - path: {repo}/data/swellendam/osm/training_data.gpkg
-      - path: {repo}/data/swellendam/osm/rivers.shp
-      - path: {repo}/data/swellendam/osm/protected_areas.shp
-    min_pixels: {{polygon: 16, line: 8, point: null}}
-    drop_without_visible: true
-  - type: template_captions
-    count: 3
-    seed: 0
-output: {{dir: {out}, max_samples_per_shard: 256}}
-"""
+# -- the held-out-region retrieval experiment ----------------------------------------------------
+TEST_PHOTO = "swellendam-3320d"
+BLOCK_PHOTO, BLOCK_SIDE, BLOCK_FRACTION = "swellendam-3420b", "south", 0.2
+SYSTEMS = ("trained", "untrained", "histogram", "random")
 
 
-def split_bands(keys: list[str], band: int = 8, period: int = 4, buffer: int = 4
-                ) -> tuple[list[str], set[str]]:
-    """A spatial hold-out for overlapping tiles keyed ``{raster}_{col}_{row}``.
+def region_split(corpus: Path) -> tuple[Any, dict[str, list[str]], dict[str, list[str]]]:
+    """Two held-out regions, never strips of a training photo: the whole photo ``TEST_PHOTO``
+    and the southern 20% of ``BLOCK_PHOTO`` (by ``geo.bounds_wgs84``; tiles straddling the block
+    edge are used by neither side). Returns the merged split, the retrieval test sets (tiles
+    thinned to <= 50% mutual overlap, per region and both together) and every tile of each region."""
+    from rsdata.evaluate import splits
 
-    Tile rows are cut into bands of ``band`` rows; every ``period``-th band (starting with the
-    second) is held out, so held-out areas lie all over the raster and look like the training
-    areas. 128 px tiles at a 32 px stride share pixels with the 4 rows next to them, so a
-    ``buffer`` of rows around each held-out band is used by neither side. Returns the keys to
-    exclude from training and the evaluation keys (held-out tiles on every 2nd row and column,
-    so evaluation tiles overlap each other by at most half).
-    """
-    def col_row(key: str) -> tuple[int, int]:
-        _, c, r = key.rsplit("_", 2)
-        return int(c), int(r)
-
-    def held(row: int) -> bool:
-        return (row // band) % period == 1
-
-    excluded = [k for k in keys if any(held(col_row(k)[1] + d) for d in range(-buffer, buffer + 1))]
-    test = {k for k in keys if held(col_row(k)[1]) and col_row(k)[0] % 2 == 0 and col_row(k)[1] % 2 == 0}
-    return excluded, test
+    tiles = splits.read_tiles([corpus])
+    photo = splits.source_holdout(tiles, [TEST_PHOTO])
+    block = splits.block_holdout(tiles, splits.edge_block(tiles, BLOCK_PHOTO, BLOCK_SIDE, BLOCK_FRACTION),
+                                 sources=[BLOCK_PHOTO])
+    split = splits.merge([photo, block])
+    tests = {f"{TEST_PHOTO} (whole photo)": splits.thin(tiles, photo.test),
+             f"{BLOCK_PHOTO} {BLOCK_SIDE} {int(BLOCK_FRACTION * 100)}% block": splits.thin(tiles, block.test)}
+    tests["both regions (one gallery)"] = sorted(set().union(*tests.values()))
+    return split, tests, {"held-out photo": photo.test, "held-out block": block.test}
 
 
-def retrieval_experiment(work: Path, steps: int) -> dict[str, Any]:
-    """Train rs-cnn-tiny on the raster minus held-out bands (:func:`split_bands`), evaluate the
-    trained and an untrained model on the held-out tiles."""
-    import subprocess
-
+def retrieval_experiment(work: Path, steps: int, data: Path | None = None, checkpoint: Path | None = None,
+                         n_boot: int = 1000) -> dict[str, Any]:
+    """Train rs-cnn-tiny outside two held-out regions (:func:`region_split`); evaluate the trained
+    model, the untrained one, the histogram caption-transfer baseline and random similarities on
+    each region with bootstrap intervals, the verbatim share, and the verdicts."""
     import torch
 
-    from rsdata.evaluate import EvalSpec, evaluate, shard_retrieval_set
+    from rsdata.evaluate import (EvalSpec, HistogramBaseline, RandomBaseline, evaluate, learning_verdict,
+                                 shard_retrieval_set)
     from rsdata.models import create_model, load_checkpoint
     from rsdata.train import TrainConfig, train
-    from rsdata.corpus.samples import list_shards, read_shard
 
-    corpus, recipe = work / "sw128", work / "sw128.yaml"
-    recipe.write_text(RECIPE.format(repo=REPO, out=corpus))
-    log("building the 128 px corpus with rsdata run")
-    subprocess.run([sys.executable, "-m", "rsdata", "run", str(recipe), "--workers", "2", "--quiet"], check=True,
-                   cwd=REPO)
-    keys = [s["__key__"] for sh in list_shards([str(corpus)]) for s in read_shard(sh.path, read_data=False)]
-    excluded, test = split_bands(keys)
-    (work / "exclude.txt").write_text("\n".join(excluded) + "\n")
-    log(f"{len(keys)} tiles: training on {len(keys) - len(excluded)}, evaluating on {len(test)} held-out tiles")
-    with Meter() as m:
-        result = train(TrainConfig(data=[str(corpus)], out=str(work / "run"), model="rs-cnn-tiny", steps=steps,
-                                   batch_size=64, lr=1e-3, workers=1, exclude_keys=str(work / "exclude.txt"),
-                                   log_every=20, checkpoint_every=steps, progress=False))
-    data = shard_retrieval_set([str(corpus)], keep=test.__contains__)
-    trained = evaluate(load_checkpoint(work / "run", device="cpu"), EvalSpec(retrieval=[data]), work / "eval-trained",
-                       "trained")["sets"][0]
+    from benchmarks.bench_filter_quality import build_corpus
+
+    if data is None:
+        log("building the 128 px corpus of both photos with rsdata run")
+        data = build_corpus(work, quiet=True)
+    split, tests, _ = region_split(data)
+    (work / "exclude.txt").write_text("\n".join(split.not_for_training()) + "\n")
+    log(f"{split.summary()}; test tiles after thinning: {({k: len(v) for k, v in tests.items()})}")
+    result: dict[str, Any] = {"split": split.summary(), "steps": steps}
+    if checkpoint is None:
+        with Meter() as m:
+            out = train(TrainConfig(data=[str(data)], out=str(work / "run"), model="rs-cnn-tiny", steps=steps,
+                                    batch_size=64, lr=1e-3, workers=1, exclude_keys=str(work / "exclude.txt"),
+                                    log_every=20, checkpoint_every=steps, progress=False))
+        checkpoint = work / "run"
+        result.update({"train_seconds": m.seconds, "first_loss": out["first_loss"], "last_loss": out["last_loss"],
+                       "others_cores": m.others_cores})
+    train_keys = set(split.train)
+    train_side = shard_retrieval_set([str(data)], keep=train_keys.__contains__)
+    result["corpus"] = {"tiles": len(split.train) + len(split.test) + len(split.excluded),
+                        "train_captions": len(train_side.captions),
+                        "distinct_train_captions": len(set(train_side.captions))}
+    systems: dict[str, Any] = {"trained": load_checkpoint(checkpoint, device="cpu")}
     torch.manual_seed(0)
-    untrained = evaluate(create_model("rs-cnn-tiny").eval(), EvalSpec(retrieval=[data]), work / "eval-untrained",
-                         "untrained")["sets"][0]
-    pick = ("i2t", "t2i", "mR", "n_images", "n_texts")
-    return {"tiles": len(keys), "train_tiles": len(keys) - len(excluded), "test_tiles": len(test), "steps": steps,
-            "train_seconds": m.seconds, "first_loss": result["first_loss"], "last_loss": result["last_loss"],
-            "trained": {k: trained[k] for k in pick}, "untrained": {k: untrained[k] for k in pick},
-            "chance": trained["chance"]}
+    systems["untrained"] = create_model("rs-cnn-tiny").eval()
+    systems["histogram"] = HistogramBaseline(k=10).fit(train_side)
+    systems["random"] = RandomBaseline(seed=0)
+    result["sets"] = {}
+    for name, keys in tests.items():
+        wanted = set(keys)
+        ev = shard_retrieval_set([str(data)], keep=wanted.__contains__)
+        ev.name = name
+        spec = EvalSpec(retrieval=[ev], n_boot=n_boot, train_captions=train_side.captions,
+                        train_side=f"the {len(train_side.images)} training tiles")
+        runs = {label: evaluate(sys_, spec, None, label)["sets"][0] for label, sys_ in systems.items()}
+        pick = ("i2t", "t2i", "mR", "ci", "n_images", "n_texts", "chance")
+        entry: dict[str, Any] = {label: {k: r[k] for k in pick} for label, r in runs.items()}
+        entry["verbatim"] = runs["trained"]["verbatim"]
+        entry["distinct_test_captions"] = len(set(ev.captions))
+        entry["verdicts"] = {f"trained vs {b}": learning_verdict(runs["trained"], runs[b], n_boot)
+                             for b in ("histogram", "random", "untrained")}
+        entry["verdicts"]["histogram vs random"] = learning_verdict(runs["histogram"], runs["random"], n_boot)
+        result["sets"][name] = entry
+    return result
+
+
+def print_retrieval(r: dict[str, Any]) -> None:
+    from rsdata.evaluate import verdict_line
+
+    sp = r["split"]
+    head = (f"\nheld-out regions: {sp['description']}; {sp['train']} training tiles, {sp['excluded']} used by "
+            f"neither side")
+    if "train_seconds" in r:
+        head += (f"; rs-cnn-tiny {r['steps']} steps ({r['train_seconds']:.0f} s, loss {r['first_loss']:.3f} -> "
+                 f"{r['last_loss']:.3f}, other load {r['others_cores']:.1f} cores)")
+    print(head)
+    c = r["corpus"]
+    print(f"corpus: {c['tiles']} tiles; training side {c['train_captions']} captions, {c['distinct_train_captions']} "
+          "distinct")
+    for name, e in r["sets"].items():
+        v = e["verbatim"]
+        print(f"\n{name}: {e['trained']['n_images']} tiles, {e['trained']['n_texts']} captions "
+              f"({e['distinct_test_captions']} distinct); "
+              f"{100 * v['share']:.1f}% of test captions occur verbatim in training "
+              f"({100 * v['images_any']:.0f}% of tiles have one); 95% bootstrap intervals "
+              f"({e['trained']['ci']['n_boot']} resamples of tiles)")
+        print("| system | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | mR |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for label in SYSTEMS:
+            m = e[label]
+            cells = [f"{m[d][k]:.1f} [{m['ci'][d][k][0]:.1f}, {m['ci'][d][k][1]:.1f}]"
+                     for d in ("i2t", "t2i") for k in ("R@1", "R@5", "R@10")]
+            print(f"| {label} | " + " | ".join(cells)
+                  + f" | {m['mR']:.2f} [{m['ci']['mR'][0]:.2f}, {m['ci']['mR'][1]:.2f}] |")
+        print(f"| chance (analytic) | | | | | | | {e['trained']['chance']['mR']:.2f} |")
+        for key, v in e["verdicts"].items():
+            a, b = key.split(" vs ")
+            claim = "the baseline learns" if key == "trained vs histogram" else None
+            print("  " + verdict_line(a, v, b, claim))
 
 
 # -- report ------------------------------------------------------------------------------------------
@@ -303,8 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", help="model configs (default rs-cnn-small rs-cnn-tiny)")
     ap.add_argument("--workers", type=int, default=2, help="data-loader workers (the trainer's default: 2)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--retrieval", action="store_true", help="also run the held-out-area experiment (minutes)")
-    ap.add_argument("--retrieval-steps", type=int, default=200)
+    ap.add_argument("--retrieval", action="store_true", help="also run the held-out-region experiment (minutes)")
+    ap.add_argument("--retrieval-only", action="store_true", help="only the held-out-region experiment")
+    ap.add_argument("--retrieval-steps", type=int, default=600)
+    ap.add_argument("--data", type=Path, help="--retrieval: an existing 128 px corpus of both Swellendam photos")
+    ap.add_argument("--checkpoint", type=Path, help="--retrieval: a run trained with the same split (skip training)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="--retrieval: bootstrap resamples (default 1000)")
     args = ap.parse_args(argv)
 
     import torch
@@ -313,14 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     from rsdata.train.distributed import DistInfo
     from rsdata.train.trainer import TrainConfig, cpu_threads
 
-    models = args.models or (["rs-cnn-tiny"] if args.quick else ["rs-cnn-small", "rs-cnn-tiny"])
+    models = [] if args.retrieval_only else (
+        args.models or (["rs-cnn-tiny"] if args.quick else ["rs-cnn-small", "rs-cnn-tiny"]))
     n_samples, n_batches, n_steps = (256, 6, 4) if args.quick else (512, 16, 8)
     results: dict[str, Any] = {"machine": machine(), "workers": args.workers, "batch_size": args.batch_size,
                                "models": {}}
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
-        log(f"writing {n_samples} synthetic 256 px tiles")
-        corpus = write_corpus(work / "corpus", n_samples)
+        if models:
+            log(f"writing {n_samples} synthetic 256 px tiles")
+            corpus = write_corpus(work / "corpus", n_samples)
         threads = cpu_threads(TrainConfig(data=[], out="", workers=args.workers), DistInfo())
         for name in models:
             torch.manual_seed(0)
@@ -333,16 +374,18 @@ def main(argv: list[str] | None = None) -> int:
             end = measure_train(corpus, work, name, args.workers, args.batch_size, n_steps)
             results["models"][name] = {"image_size": model.config["image"]["size"], "loader": loader, "step": step,
                                        "train": end, "ratio": loader["samples_per_s"] / step["samples_per_s"]}
-        if args.retrieval:
-            results["retrieval"] = retrieval_experiment(work, args.retrieval_steps)
+        if args.retrieval or args.retrieval_only:
+            results["retrieval"] = retrieval_experiment(work, args.retrieval_steps, args.data, args.checkpoint,
+                                                        args.bootstrap)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nbench_train: {results['machine']['cpu_count']} CPUs, torch {results['machine']['torch']}, "
           f"batch {args.batch_size}, {args.workers} loader workers, step on {threads} thread(s)\n")
-    print("| model | loader samples/s | step samples/s | loader / step | target | pass | train samples/s "
-          "| step waits for data | other load (cores) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    if results["models"]:
+        print("| model | loader samples/s | step samples/s | loader / step | target | pass | train samples/s "
+              "| step waits for data | other load (cores) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results["models"].items():
         ok = r["ratio"] >= TARGET_RATIO
         noise = max(r["loader"]["others_cores"], r["step"]["others_cores"])
@@ -350,17 +393,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['ratio']:.1f}x | >= {TARGET_RATIO:.0f}x | {'pass' if ok else 'FAIL'} "
               f"| {r['train']['samples_per_s']:.1f} | {100 * r['train']['data_wait_share']:.1f}% | {noise:.1f} |")
     if "retrieval" in results:
-        r = results["retrieval"]
-        print(f"\nheld-out area: trained on {r['train_tiles']} tiles for {r['steps']} steps "
-              f"({r['train_seconds']:.0f} s, loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}); "
-              f"{r['test_tiles']} held-out tiles, {r['trained']['n_texts']} captions")
-        print("| model | i2t R@1/5/10 | t2i R@1/5/10 | mR |")
-        print("| --- | --- | --- | --- |")
-        for label in ("untrained", "trained"):
-            m = r[label]
-            print(f"| {label} | {m['i2t']['R@1']:.1f} / {m['i2t']['R@5']:.1f} / {m['i2t']['R@10']:.1f} "
-                  f"| {m['t2i']['R@1']:.1f} / {m['t2i']['R@5']:.1f} / {m['t2i']['R@10']:.1f} | {m['mR']:.2f} |")
-        print(f"| chance | | | {r['chance']['mR']:.2f} |")
+        print_retrieval(results["retrieval"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def no_space_error(exc: OSError, path: Path) -> Exception:
+    """The error to raise for an OSError while writing ``path``: a clear
+    :class:`~rsdata.errors.OutputWriteError` when the disk (or a quota, or a file size limit)
+    is full, else the original error."""
+    if exc.errno in NO_SPACE:
+        from rsdata.errors import OutputWriteError
+
+        return OutputWriteError(
+            f"cannot write {path}: {exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)}). "
+            "Nothing half-written was kept; free some space (or choose another --out) and run the "
+            "same command again.")
+    return exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,6 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        err = no_space_error(exc, path)
+        if err is exc:
+            raise
+        raise err from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -47,7 +47,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rsdata.inspect import run_inspect
 
     report, summary = run_inspect(Path(args.dir), samples=args.samples,
-                                  out=Path(args.out) if args.out else None)
+                                  out=Path(args.out) if args.out else None,
+                                  overlay=getattr(args, "overlay", False))
     print(report)
     if not summary["integrity"]["ok"]:
         print("rsdata: inspect: the corpus does not match its manifest (see MISMATCH above)",
@@ -65,6 +66,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS: list[str] = [
     "rsdata.commands.score_filter",
     "rsdata.commands.train_eval",
+    "rsdata.commands.annotate",
+    "rsdata.commands.export",
 ]
 
 
@@ -91,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("dir", help="output directory of rsdata run (holds manifest.json)")
     insp.add_argument("--samples", type=_positive_int, default=12, help="samples on the contact sheet")
     insp.add_argument("--out", help="where to write the PNGs (default DIR/inspect)")
+    insp.add_argument("--overlay", action="store_true",
+                      help="also draw contact_sheet_overlay.png: each sheet tile beside the same "
+                           "tile with its OSM geometries (by class colour) and the 3x3 grid, above "
+                           "its captions, to see where map and picture disagree")
     insp.set_defaults(func=cmd_inspect)
 
     for module in EXTRA_COMMANDS:
@@ -122,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except RsdataError as exc:
         print(f"rsdata: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from rsdata.atomic import NO_SPACE
+
+        if exc.errno not in NO_SPACE:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"rsdata: error: the disk is full{where} ({exc.strerror}); nothing half-written is "
+              "kept where rsdata writes atomically. Free some space and run the same command again.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ("; finished partitions are kept, run the same command to resume"

@@ -30,6 +30,8 @@ class RunContext:
     footprints_wgs84: list[tuple[float, float, float, float]] = field(default_factory=list)
     footprint_crs: list[str] = field(default_factory=list)
     allow_remote: bool = False
+    # a later stage reads per-object geometry (meta["osm"]["objects"]): the OSM join keeps it
+    keep_objects: bool = False
 
     def resolve(self, path: str) -> Path:
         """An input path of the recipe as a local path (see rsdata.remote)."""
@@ -43,6 +45,9 @@ class Stage:
     # the frozen dataclass a stage parses its schema-resolved options into (rsdata.settings);
     # tests check its fields against the stage's schema section
     settings_class: ClassVar[type | None] = None
+    # True for stages that read the OSM join's per-object geometry (meta["osm"]["objects"]):
+    # the plan then asks the join to keep it (RunContext.keep_objects)
+    needs_objects: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = {k: v for k, v in config.items() if k != "type"}
@@ -82,6 +87,13 @@ STAGES: dict[str, str] = {
     "llm_caption": "rsdata.llm.stage:LlmCaption",
     "score": "rsdata.scoring.stage:ScoreStage",
     "filter": "rsdata.filtering.stage:FilterStage",
+    "human_merge": "rsdata.annotation.merge:HumanMerge",
+    "landcover_join": "rsdata.landcover.stage:LandcoverJoin",
+    "subset": "rsdata.filtering.subset_stage:SubsetStage",
+    "vqa": "rsdata.tasks.vqa:VqaStage",
+    "grounding": "rsdata.tasks.grounding:GroundingStage",
+    "scene_label": "rsdata.tasks.scene:SceneLabel",
+    "layout": "rsdata.synth.layout_stage:LayoutStage",
 }
 
 

@@ -87,7 +87,7 @@ def test_every_sample_is_schema_valid_and_captions_are_supported(demo_out: Path)
         assert any(t["visible"] for t in meta["osm"]["tags"])
         for cap in meta["captions"]:
             assert cap["kind"] == "template" and cap["template"]
-            problems = caption_problems(cap["text"], meta["osm"], phrases)
+            problems = caption_problems(cap["text"], meta["osm"], phrases, meta=meta, provenance=cap)
             assert not problems, f"{key}: {cap['text']!r}: {problems}"
             checked += 1
     assert checked >= 2 * len(entries)

@@ -164,8 +164,9 @@ def test_dedup_drops_each_copy_once_and_keeps_the_best(tmp_path: Path) -> None:
     out = tmp_path / "dedup"
     manifest = reshard(corpus, subset, out)
     assert manifest["nsamples"] == 12 and manifest["parent"]["path"] == "../corpus/manifest.json"
-    assert manifest["stages"][-1] == {"name": "filter", "in": 16, "out": 12,
+    assert manifest["stages"][-2] == {"name": "subset", "in": 16, "out": 12,
                                       "dropped": {"exact_duplicate": 1, "near_duplicate": 3}}
+    assert manifest["parent"]["manifest_sha256"] == corpus.manifest_sha256()
     assert [e.key for e in Corpus(out).entries()] == [k for k in subset.keys if k not in subset.dropped]
     assert Subset.load(out / "subset.json").kept == subset.kept
     assert main(["inspect", str(out)]) == 0
@@ -229,7 +230,7 @@ def test_leakage_guard_with_a_folder(tmp_path: Path) -> None:
     assert {m["key"]: m["kind"] for m in report["matches"]} == {"s05": "near", "s06": "near"}
     out = tmp_path / "clean"
     manifest = reshard(Corpus(src), subset, out, leakage_report=report)
-    assert manifest["stages"][-1]["dropped"] == {"eval_leakage": 2}
+    assert manifest["stages"][-2]["dropped"] == {"eval_leakage": 2}
     assert json.loads((out / "leakage_report.json").read_text())["leaked_samples"] == 2
 
 
@@ -256,7 +257,7 @@ def test_leakage_guard_with_karpathy_json_and_splits(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     assert main(["filter", str(src), "--out", str(out), "--leakage", str(js), "--leakage-images", str(images),
                  "--leakage-splits", "test", "--quiet"]) == 0
-    assert load_manifest(out)["stages"][-1]["dropped"] == {"eval_leakage": 1}
+    assert load_manifest(out)["stages"][-2]["dropped"] == {"eval_leakage": 1}
 
 
 def test_leakage_guard_with_a_corpus_and_exact_bytes(tmp_path: Path) -> None:
@@ -366,10 +367,12 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(OutputConflictError, match="never rewrites"):
         reshard(corpus, decide(corpus, FilterSettings(threshold=0.3))[0], src)
     sub, _ = decide(corpus, FilterSettings(threshold=0.3))
-    reshard(corpus, sub, tmp_path / "v2")
+    first = reshard(corpus, sub, tmp_path / "v2")
+    assert reshard(corpus, sub, tmp_path / "v2")["shards"] == first["shards"]  # a rerun resumes
+    other_sub, _ = decide(corpus, FilterSettings(threshold=0.2))
     with pytest.raises(OutputConflictError, match="--overwrite"):
-        reshard(corpus, sub, tmp_path / "v2")
-    reshard(corpus, sub, tmp_path / "v2", overwrite=True)
+        reshard(corpus, other_sub, tmp_path / "v2")
+    reshard(corpus, other_sub, tmp_path / "v2", overwrite=True)
     # a subset list of another corpus does not apply
     other, _ = build_dup_corpus(tmp_path / "other")
     with pytest.raises(InputError, match="another corpus"):

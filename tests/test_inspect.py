@@ -255,3 +255,186 @@ def test_cli_inspect(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_not_a_corpus(tmp_path: Path) -> None:
     assert main(["inspect", str(tmp_path)]) == 2
+
+
+# --- inspect --overlay: the map over the picture ------------------------------------------------
+
+from rsdata.inspect import (OVERLAY_COLORS, OverlayLayout, _legend_height,  # noqa: E402
+                            draw_overlay_tile, font, line_height, overlay_class,
+                            overlay_geometries, run_inspect)
+
+RED = OVERLAY_COLORS["building"]
+YELLOW = OVERLAY_COLORS["track / path"]
+GREY = (100, 100, 100)
+UTM_BOUNDS = [500000.0, 6240000.0, 500064.0, 6240064.0]  # EPSG:32734, 1 m pixels, 64 x 64
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def near(pixel: tuple[int, ...], rgb: tuple[int, int, int], tol: int = 12) -> bool:
+    return all(abs(int(a) - int(b)) <= tol for a, b in zip(pixel, rgb))
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
+BUILDING = {"tag": "building=yes", "phrase": "building", "geom": "polygon",
+            "pixels": [square(10, 10, 30, 30)]}
+TRACK = {"tag": "highway=track", "phrase": "dirt track", "geom": "line",
+         "pixels": [[[0, 50], [63, 50]]]}
+
+
+def test_overlay_tile_draws_outline_fill_line_and_grid() -> None:
+    tile = draw_overlay_tile(png(GREY), [BUILDING, TRACK], 128)  # scale 2
+    assert tile.size == (128, 128)
+    for xy in ((40, 20), (20, 40), (60, 40), (40, 60)):  # the square's four edges
+        assert near(tile.getpixel(xy), RED, 2), (xy, tile.getpixel(xy))
+    inside = tile.getpixel((30, 30))  # filled, half transparent: grey tinted red
+    assert inside[0] > GREY[0] + 20 and inside[1] < GREY[1] and not near(inside, RED)
+    assert near(tile.getpixel((110, 70)), GREY, 2)  # nothing drawn there
+    assert near(tile.getpixel((20, 100)), YELLOW, 2) and near(tile.getpixel((120, 100)), YELLOW, 2)
+    grid = tile.getpixel((42, 120)), tile.getpixel((120, 42))  # 3x3 grid lines at 1/3
+    assert all(p[0] > GREY[0] + 40 for p in grid)
+    bare = draw_overlay_tile(png(GREY), [], 128, grid=False)
+    assert near(bare.getpixel((40, 20)), GREY, 2) and near(bare.getpixel((42, 120)), GREY, 2)
+
+
+def test_overlay_classes_by_colour() -> None:
+    assert overlay_class("building=house") == "building"
+    assert overlay_class("highway=track") == overlay_class("highway=path") == "track / path"
+    assert overlay_class("highway=unclassified") == "road"
+    assert overlay_class("waterway=stream") == overlay_class("natural=water") == "water"
+    assert overlay_class("landuse=forest") == overlay_class("natural=wood") == "trees / vegetation"
+    assert overlay_class("landuse=farmland") == "farmland / crops"
+    assert overlay_class("leisure=nature_reserve") == "designation (not visible)"
+    assert overlay_class("landuse=residential") == "built-up land use"
+    assert overlay_class("amenity=school") == "leisure / amenity"
+
+
+def overlay_corpus(root: Path, meta_osm: dict[str, Any], recipe: dict[str, Any] | None = None,
+                   recipe_path: str | None = None) -> Path:
+    """One 64 x 64 grey sample over UTM_BOUNDS with the given ``osm`` member."""
+    key = "t_00000_00000"
+    meta = sample_json(key, [("building=yes", "building", True)],
+                       [("A building.", "template", "counts.v1.a"),
+                        ("A building near a dirt track.", "template", "positions.v1.a")])
+    meta["geo"].update({"crs": "EPSG:32734", "bounds": UTM_BOUNDS, "size": [64, 64],
+                        "bounds_wgs84": [20.99, -33.97, 21.0, -33.96],  # only roughly right
+                        "transform": [1.0, 0.0, UTM_BOUNDS[0], 0.0, -1.0, UTM_BOUNDS[3]]})
+    meta["osm"].update(meta_osm)
+    shard = root / "shards" / "tiny-00000.tar"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        add_member(tar, f"{key}.png", png(GREY))
+        add_member(tar, f"{key}.json", json.dumps(meta).encode())
+        add_member(tar, f"{key}.txt", b"A building.")
+    data = shard.read_bytes()
+    manifest = manifest_for([{"path": "shards/tiny-00000.tar", "nsamples": 1, "bytes": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest()}])
+    manifest["recipe"] = recipe or {"name": "tiny"}
+    manifest["recipe_path"] = recipe_path
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def overlay_tile_origin(n_items: int = 1) -> tuple[int, int]:
+    """Where the first item's overlay tile lies on contact_sheet_overlay.png."""
+    lay = OverlayLayout(cols=min(2, n_items))
+    top = lay.margin + line_height(font(24)) + line_height(font(15)) + 16 + _legend_height(lay) + 12
+    return lay.margin + lay.thumb + lay.gap, top
+
+
+def test_cli_overlay_draws_the_json_objects(tmp_path: Path) -> None:
+    root = overlay_corpus(tmp_path / "c", {"objects": [BUILDING, TRACK]})
+    assert main(["inspect", str(root), "--overlay"]) == 0
+    out = root / "inspect"
+    s = summary_of(root)
+    assert s["overlay"]["geometries"] == "json" and s["overlay"]["objects"] == {"t_00000_00000": 2}
+    assert s["files"]["contact_sheet_overlay.png"] == str(out / "contact_sheet_overlay.png")
+    x0, y0 = overlay_tile_origin()
+    with Image.open(out / "contact_sheet_overlay.png") as sheet:
+        sheet = sheet.convert("RGB")
+        scale = 256 / 64
+        for px, py in ((20, 10), (10, 20), (30, 20), (20, 30)):  # building edges, image pixels
+            got = sheet.getpixel((x0 + int(px * scale), y0 + int(py * scale)))
+            assert near(got, RED, 2), ((px, py), got)
+        assert near(sheet.getpixel((x0 + 200, y0 + int(50 * scale))), YELLOW, 2)
+        assert near(sheet.getpixel((x0 + 220, y0 + 20)), GREY, 2)  # empty part of the tile
+        plain = sheet.getpixel((x0 - 256 - 8 + int(20 * scale), y0 + int(10 * scale)))
+        assert near(plain, GREY, 2)  # the picture beside it is drawn without the map
+
+
+def test_without_overlay_nothing_changes(tmp_path: Path) -> None:
+    root = overlay_corpus(tmp_path / "c", {"objects": [BUILDING]})
+    inspect_corpus(root, out=tmp_path / "a")
+    inspect_corpus(root, out=tmp_path / "b", overlay=True)
+    assert not (tmp_path / "a" / "contact_sheet_overlay.png").exists()
+    assert "overlay" not in json.loads((tmp_path / "a" / "summary.json").read_text())
+    for name in ("contact_sheet.png", "tag_histogram.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_overlay_recomputes_geometries_from_the_recipe_sources(tmp_path: Path) -> None:
+    """No objects in the json: the recipe's osm_join source is read again and clipped."""
+    from pyproj import Transformer
+
+    to_wgs84 = Transformer.from_crs("EPSG:32734", "EPSG:4326", always_xy=True)
+    x0, top = UTM_BOUNDS[0], UTM_BOUNDS[3]
+
+    def ring(px0: float, py0: float, px1: float, py1: float) -> list[list[float]]:
+        return [list(to_wgs84.transform(x0 + px, top - py))
+                for px, py in square(px0, py0, px1, py1)]
+
+    features = [
+        {"type": "Feature", "properties": {"building": "yes"},
+         "geometry": {"type": "Polygon", "coordinates": [ring(10, 10, 30, 30)]}},
+        {"type": "Feature", "properties": {"highway": "track"},  # runs out of the tile: clipped
+         "geometry": {"type": "LineString", "coordinates": [
+             list(to_wgs84.transform(x0 - 20, top - 50)),
+             list(to_wgs84.transform(x0 + 90, top - 50))]}},
+        {"type": "Feature", "properties": {"building": "yes"},  # outside the tile
+         "geometry": {"type": "Polygon", "coordinates": [ring(200, 200, 220, 220)]}},
+    ]
+    recipes = tmp_path / "pipelines"
+    (recipes / "osm").mkdir(parents=True)
+    (recipes / "osm" / "features.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": features}))
+    (recipes / "tiny.yaml").write_text("name: tiny\n")
+    recipe = {"name": "tiny", "stages": [
+        {"type": "osm_join", "sources": [{"path": "osm/features.geojson"}],
+         "min_pixels": {"polygon": 16, "line": 8, "point": None}}]}
+    root = overlay_corpus(tmp_path / "c", {}, recipe, str(recipes / "tiny.yaml"))
+    _, summary = run_inspect(root, overlay=True)
+    assert summary["overlay"]["geometries"] == "recipe", summary["overlay"]
+    assert summary["overlay"]["objects"] == {"t_00000_00000": 2}
+    from rsdata.corpus.manifest import load_manifest
+    from rsdata.inspect import scan_corpus
+
+    scan = scan_corpus(root, load_manifest(root), 12)
+    objs = overlay_geometries(root, load_manifest(root), scan.sheet).objects["t_00000_00000"]
+    building = next(o for o in objs if o["tag"] == "building=yes")
+    xs = [p[0] for p in building["pixels"][0]]
+    ys = [p[1] for p in building["pixels"][0]]
+    assert building["geom"] == "polygon"
+    assert min(xs) == pytest.approx(10, abs=0.05) and max(xs) == pytest.approx(30, abs=0.05)
+    assert min(ys) == pytest.approx(10, abs=0.05) and max(ys) == pytest.approx(30, abs=0.05)
+    track = next(o for o in objs if o["tag"] == "highway=track")
+    assert track["geom"] == "line"
+    assert sorted(round(p[0]) for p in track["pixels"][0]) == [0, 64]
+    x, y = overlay_tile_origin()
+    with Image.open(root / "inspect" / "contact_sheet_overlay.png") as sheet:
+        assert near(sheet.convert("RGB").getpixel((x + 80, y + 40)), RED, 2)  # top edge, x 20 px
+
+
+def test_overlay_without_sources_still_draws(tmp_path: Path) -> None:
+    root = overlay_corpus(tmp_path / "c", {}, {"name": "tiny", "stages": [
+        {"type": "osm_join", "sources": [{"path": "osm/missing.geojson"}]}]}, "nowhere/tiny.yaml")
+    _, summary = run_inspect(root, overlay=True)
+    assert summary["overlay"]["geometries"] == "none"
+    assert "not found" in summary["overlay"]["note"]
+    assert (root / "inspect" / "contact_sheet_overlay.png").exists()

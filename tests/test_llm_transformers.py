@@ -110,7 +110,7 @@ def test_stage_rejects_garbage_and_falls_back(tiny_llm: Path, tmp_path: Path) ->
     empty = {
         "key": "empty",
         "geo": {"size": [256, 256], "gsd_m": 2.5},
-        "osm": {"n_features": 0, "tags": []},
+        "osm": {"n_features": 0, "tags": [], "coverage": {"fraction": 1.0, "sources": ["osm"]}},
     }
     samples = [
         Sample(key="farm", image=b"x", meta=farm_meta()),

@@ -16,6 +16,12 @@ from rsdata.llm.validator import REASONS, Limits, Validator
 
 PREFILL = "This aerial image shows"
 LABELED = Path(__file__).parent / "data" / "llm_labeled.jsonl"
+FRESH = Path(__file__).parent / "data" / "llm_eval_fresh.jsonl"
+# Kept-caption faithfulness to the OSM stats on the frozen fresh set, as reported in the README
+# (measured once after the issue-15 rules; the set was never used for tuning). A change that
+# lets more unsupported captions through fails here.
+FRESH_KEPT_STATS_FAITHFUL = 0.84  # 21 of 25 kept (Wilson 95%: 65-94%)
+FRESH_MIN_KEPT = 20
 GEO = {"size": [256, 256], "gsd_m": 2.5}
 
 
@@ -116,6 +122,23 @@ ACCEPTED = [
     (
         WATER,
         "This aerial image shows a dozen houses in the top left corner, a body of water on the right and a path in the center.",
+    ),
+    # issue 15: the image itself as the frame of the caption is no self-reference
+    (
+        FARM,
+        "This aerial image shows a scene of farmland covering most of the image, seven buildings in the top left and minor roads running across it.",
+    ),
+    (
+        FARM,
+        "What does this aerial image show? It shows a scene with seven buildings in the top left of this image, farmland covering most of it and minor roads.",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland over more than half of the image, seven buildings in the top left and minor roads cutting across it.",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings located in the top left part of the image, farmland covering a large part of it and minor roads.",
     ),
 ]
 
@@ -296,6 +319,92 @@ REJECTED = [
         "This aerial image shows twelve large houses in the top left, water in the bottom right and a path in the center.",
         "wrong_size",
     ),
+    # issue 15: statements no tag supports although every class, count and position is right
+    (
+        FARM,
+        "This aerial image shows seven buildings in the corner of a map, farmland covering most of the image and minor roads.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left of the page, farmland covering most of the image and minor roads.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the screen, seven buildings in the top left and minor roads.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows minor roads running across the image of farmland, with seven buildings in the top left.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left and minor roads, which is a scene in the scene of farmland covering most of the image.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows the image's seven buildings in the top left, farmland covering most of it and minor roads.",
+        "self_reference",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, seven buildings in the top left and minor roads, which is all there is.",
+        "filler",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, seven buildings in the top left and minor roads, which is a scene in itself.",
+        "filler",
+    ),
+    (
+        FARM,
+        "This aerial image shows a large part of farmland, covering a large part of the image, with seven buildings in the top left and minor roads.",
+        "part_of_whole",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left, minor roads and a small piece of a larger farmland.",
+        "part_of_whole",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland and a portion of it with seven buildings in the top left and minor roads.",
+        "part_of_whole",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven brightly painted buildings in the top left, farmland covering most of the image and minor roads.",
+        "unsupported_detail",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image, seven buildings in the top left and winding minor roads.",
+        "unsupported_detail",
+    ),
+    (
+        FARM,
+        "This aerial image shows a peaceful farmland covering most of the image, seven buildings in the top left and minor roads.",
+        "unsupported_detail",
+    ),
+    (
+        FARM,
+        "This aerial image shows farmland covering most of the image with no trees, seven buildings in the top left and minor roads.",
+        "unsupported_detail",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven buildings in the top left, each with its own unique style, farmland and minor roads.",
+        "unsupported_detail",
+    ),
+    (
+        FARM,
+        "This aerial image shows seven densely packed buildings in the top left, farmland covering most of the image and minor roads.",
+        "wrong_share",
+    ),
 ]
 
 
@@ -418,10 +527,29 @@ def tiles_for_self_check() -> list[dict[str, Any]]:
             )
         ]
     )
+    # a town: plain buildings plus typed ones ("146 buildings ...; 12 residential buildings"),
+    # one school mapped twice (amenity=school and building=school)
+    every = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
+             "bottom right"]
+    tiles.append(
+        [
+            tag("building=yes", "building", count=146, share=0.44, position="across",
+                category="building", cells=every, area_m2=7300.0),
+            tag("building=residential", "residential building", count=12, share=0.04,
+                position="bottom left", category="building", cells=["bottom left", "bottom"],
+                area_m2=650.0),
+            tag("building=temple", "temple", count=1, share=0.001, position="top",
+                category="building", area_m2=20.0),
+            tag("amenity=school", "school grounds", "school grounds", count=1, share=0.017,
+                position="top left", category="amenity", area_m2=280.0),
+            tag("building=school", "school building", count=1, share=0.01, position="top left",
+                category="building", area_m2=165.0),
+        ]
+    )
     return tiles
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_fact_phrases_and_template_captions_always_pass(validator: Validator, index: int) -> None:
     """What code writes from the stats must never be rejected: facts joined into a sentence,
     and every template caption (coverage aside)."""
@@ -466,6 +594,21 @@ def verdicts(validator: Validator) -> list[tuple[dict[str, Any], Any]]:
     return out
 
 
+def _bench() -> Any:
+    """benchmarks/bench_llm.py (the labeled-set relabelling and the fresh-set metrics)."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    spec = importlib.util.find_spec("benchmarks.bench_llm")
+    assert spec is not None
+    import benchmarks.bench_llm as bench
+
+    return bench
+
+
 def test_labeled_set_is_large_varied_and_hand_marked() -> None:
     recs = labeled()
     assert len(recs) >= 100
@@ -478,8 +621,9 @@ def test_labeled_set_is_large_varied_and_hand_marked() -> None:
 
 
 def test_validator_recall_of_unfaithful_captions(validator: Validator) -> None:
+    faithful_now = _bench().faithful_now
     results = verdicts(validator)
-    unfaithful = [(r, v) for r, v in results if not r["faithful"]]
+    unfaithful = [(r, v) for r, v in results if not faithful_now(r)]
     missed = [(r["id"], r["caption"], r["errors"]) for r, v in unfaithful if v.ok]
     recall = 1 - len(missed) / len(unfaithful)
     assert recall >= 0.95, missed
@@ -488,13 +632,59 @@ def test_validator_recall_of_unfaithful_captions(validator: Validator) -> None:
 def test_validator_rarely_accuses_faithful_captions(validator: Validator) -> None:
     """A faithful caption may be rejected for leaving facts out (coverage) or its form, but the
     validator should almost never claim it states something false."""
+    faithful_now = _bench().faithful_now
     results = verdicts(validator)
-    faithful = [(r, v) for r, v in results if r["faithful"]]
+    faithful = [(r, v) for r, v in results if faithful_now(r)]
     form = {"low_coverage", "too_long", "truncated", "not_english", "empty", "prompt_echo"}
     accused = [
         (r["id"], r["caption"], v.complaints()) for r, v in faithful if set(v.reasons) - form
     ]
     assert len(accused) <= max(1, 0.1 * len(faithful)), accused
+
+
+def test_issue15_relabelling_names_real_records() -> None:
+    """The captions issue 15 counts as unsupported (filler, self-reference, part-of-whole) are
+    records the labeled set marked faithful; each is rejected by one of the new rules."""
+    bench = _bench()
+    recs = {r["id"]: r for r in labeled()}
+    new = {"self_reference", "filler", "part_of_whole", "unsupported_detail"}
+    validator = Validator()
+    for rid in bench.ISSUE15_UNSUPPORTED:
+        rec = recs[rid]
+        assert rec["faithful"], rid
+        verdict = bench.validate_record(validator, rec)
+        assert set(verdict.reasons) & new, (rid, verdict.reasons)
+
+
+# -- the frozen fresh evaluation set (issue 15) ------------------------------------------------
+def test_fresh_set_is_frozen_large_and_hand_labelled() -> None:
+    header, recs = _bench().read_fresh(FRESH)
+    assert header["frozen"] and len(header["git_commit"]) == 40 and header["generated_at"]
+    assert len(recs) >= 100 and header["n"] == len(recs)
+    assert len({r["key"] for r in recs}) >= 60 and {r["scene"] for r in recs} == {
+        "banepa",
+        "swellendam",
+    }
+    old_keys = {r["tile"]["key"] for r in labeled()}
+    assert not old_keys & {r["key"] for r in recs}  # tiles the labeled set never used
+    for r in recs:
+        assert isinstance(r["faithful_stats"], bool), r["id"]
+        assert r["faithful_stats"] or r["unsupported"], r["id"]
+        assert r["faithful_picture"] in ("yes", "no", "unsure"), r["id"]
+        assert set(r["validator_before"]) >= {"ok", "reasons"}
+        assert {"style", "temperature", "prompt_version", "facts", "caption"} <= set(r)
+
+
+def test_fresh_set_kept_faithfulness_does_not_regress(validator: Validator) -> None:
+    """Of the fresh answers the validator keeps, the share faithful to the stats is at least
+    the figure the README reports (and the validator keeps some)."""
+    bench = _bench()
+    _, recs = bench.read_fresh(FRESH)
+    kept = [r for r in recs if bench.validate_record(validator, r).ok]
+    assert len(kept) >= FRESH_MIN_KEPT
+    faithful = sum(r["faithful_stats"] for r in kept)
+    bad = [(r["id"], r["caption"], r["unsupported"]) for r in kept if not r["faithful_stats"]]
+    assert faithful / len(kept) >= FRESH_KEPT_STATS_FAITHFUL - 1e-9, bad
 
 
 def test_never_crashes_on_word_salad(validator: Validator) -> None:

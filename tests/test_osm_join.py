@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from affine import Affine
 from rasterio.warp import transform_bounds
-from shapely.geometry import LineString, Point, Polygon, box
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
 from rsdata.errors import InputError
 from rsdata.osm.join import OsmJoin, position_words
@@ -268,3 +268,83 @@ def test_a_valid_cache_is_reused(tmp_path: Path, scene: tuple[OsmJoin, dict[str,
     monkeypatch.setattr(join_module, "read_source", lambda *a, **k: pytest.fail("the cache was not used"))
     again, report2 = make_stage(tmp_path, Path(stage.config["sources"][0]["path"]))
     assert "cache" not in report2 and report2["sources"] == report["sources"]
+
+
+# -- objects, not OSM ways (issue 15) and objects per tile (issue 13) -------------------------------
+def test_a_road_split_into_ways_is_one_object(tmp_path: Path) -> None:
+    split = [at(-10, 30), at(20, 31), at(50, 29), at(80, 30), at(110, 30)]
+    rows = [(LineString(split[i:i + 2]), {"highway": "residential"}) for i in range(4)]
+    rows += [(LineString([at(-5, 70), at(105, 70)]), {"highway": "track"}),  # two separate tracks
+             (LineString([at(-5, 90), at(105, 90)]), {"highway": "track"}),
+             # touching, but their names say they are two roads
+             (LineString([at(50, -5), at(50, 50)]), {"highway": "tertiary", "name": "Main Road"}),
+             (LineString([at(50, 50), at(50, 105)]), {"highway": "tertiary", "name": "Church Street"}),
+             # touching, one named, one not: one road
+             (LineString([at(70, -5), at(70, 50)]), {"highway": "service", "ref": "S1"}),
+             (LineString([at(70, 50), at(70, 105)]), {"highway": "service"}),
+             # buildings stay one per polygon, touching or not
+             (rect(5, 40, 15, 50), {"building": "yes"}), (rect(15, 40, 25, 50), {"building": "yes"}),
+             # a multipolygon's parts are one area
+             (MultiPolygon([rect(60, 60, 66, 66), rect(80, 80, 86, 86)]), {"natural": "water"})]
+    stage, _ = make_stage(tmp_path, write_osm(tmp_path / "roads.geojson", rows))
+    tags = by_tag(stage.join(tile_sample()))
+    road = tags["highway=residential"]
+    assert (road["count"], road["count_ways"], road["count_objects"], road["visible_objects"]) == (4, 4, 1, 1)
+    assert tags["highway=track"]["count_objects"] == 2 and tags["highway=track"]["count_ways"] == 2
+    assert tags["highway=tertiary"]["count_objects"] == 2
+    assert tags["highway=service"]["count_objects"] == 1
+    assert tags["building=yes"]["count_objects"] == 2
+    assert tags["natural=water"]["count_ways"] == 1 and tags["natural=water"]["count_objects"] == 1
+
+
+def test_objects_only_when_asked(tmp_path: Path) -> None:
+    rows = [(rect(5, 5, 15, 15), {"building": "yes", "roof:material": "tin", "name": "Shed"}),
+            (rect(80, 80, 82, 82), {"building": "yes"}),  # 4 px: not visible, not an object
+            (LineString([at(-10, 50), at(110, 50)]), {"highway": "residential", "surface": "asphalt",
+                                                       "tunnel": "yes", "maxspeed": "50"}),
+            (rect(50, -50, 150, 50), {"landuse": "farmland", "crop": "wheat"})]
+    osm = write_osm(tmp_path / "o.geojson", rows)
+    plain, _ = make_stage(tmp_path, osm)
+    assert "objects" not in plain.join(tile_sample())
+    asked, _ = make_stage(tmp_path, osm, keep_objects=True)
+    objects = asked.join(tile_sample())["objects"]
+    assert [o["tag"] for o in objects] == ["landuse=farmland", "building=yes", "highway=residential"]
+    farm, house, road = objects
+    assert farm["area_px"] == pytest.approx(2500, abs=0.1) and farm["cell"] == "top right"
+    assert farm["touches_edge"] and farm["attrs"] == {"crop": "wheat"} and farm["geom"] == "polygon"
+    assert house["box"] == [5.0, 5.0, 15.0, 15.0] and not house["touches_edge"]
+    assert house["area_m2"] == pytest.approx(100, abs=0.1) and house["cell"] == "top left"
+    assert house["attrs"] == {"roof:material": "tin", "name": "Shed"} and house["id"] is None
+    assert house["box_crs"] == pytest.approx([X0 + 5, Y0 - 15, X0 + 15, Y0 - 5], abs=1e-3)
+    assert road["geom"] == "line" and road["length_m"] == pytest.approx(100, abs=0.1)
+    assert road["pixels"] == [[[0.0, 50.0], [100.0, 50.0]]] and road["area_px"] == 0
+    assert road["attrs"] == {"surface": "asphalt", "tunnel": "yes"}  # seen, or hidden from above
+    # a later stage that reads objects turns them on through the run context
+    stage = OsmJoin({"type": "osm_join", "sources": [{"path": str(osm)}]})
+    stage.prepare(RunContext(base_dir=tmp_path, state_dir=tmp_path / "state", footprints_wgs84=[AREA],
+                             footprint_crs=[UTM], keep_objects=True))
+    assert stage.join(tile_sample())["objects"] == objects
+    assert stage.cache_path == plain.cache_path  # the feature cache does not depend on it
+
+
+def test_a_partition_is_joined_together_in_order(tmp_path: Path) -> None:
+    rows = [(rect(5, 5, 15, 15), {"building": "yes"}), (rect(205, 5, 215, 15), {"building": "yes"})]
+    stage, _ = make_stage(tmp_path, write_osm(tmp_path / "p.geojson", rows), drop_without_visible=True)
+    samples = [tile_sample(f"t_{i}_0", transform=Affine(1.0, 0, X0 + 100 * i, 0, -1.0, Y0)) for i in range(3)]
+    stats = StageStats("osm_join")
+    out = list(stage(iter(samples), stats))
+    assert [s.key for s in out] == ["t_0_0", "t_2_0"]
+    assert stats.n_in == 3 and stats.n_out == 2 and stats.dropped["no_visible_osm_tags"] == 1
+    assert [s.meta["osm"] for s in out] == [stage.join(s) for s in out]
+
+
+def test_position_words_of_many_rows_equal_one_at_a_time() -> None:
+    from rsdata.osm.tilejoin import position_words_many
+
+    rng = np.random.default_rng(0)
+    rows = [rng.random(9) * (rng.random(9) < 0.5) for _ in range(300)]
+    rows += [rng.integers(0, 3, 9).astype(float) for _ in range(300)]  # ties and zeros
+    rows += [np.full(9, 7281.777777777777) * (rng.random(9) < 0.7) for _ in range(100)]
+    rows += [rng.choice([0.0, 0.5, 1.0, 1 / 3, 2 / 3], 9) for _ in range(300)]
+    weights = np.array(rows)
+    assert position_words_many(weights) == [position_words(w.reshape(3, 3)) for w in weights]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 import rasterio
 from affine import Affine
 from PIL import Image
@@ -716,6 +717,9 @@ def test_run_writes_valid_samples_with_osm_in_the_right_tiles(
         capsys: pytest.CaptureFixture[str]) -> None:
     recipe = make_recipe(raster_files["utm_rgb"], osm=osm_geojson, captions=True,
                          keep_geotiff=True, partition_size=5)
+    data = yaml.safe_load(recipe.read_text())  # the OSM file is complete over the whole raster
+    data["stages"][0]["sources"][0]["coverage"] = list(fx.raster_bounds_wgs84(raster_files["utm_rgb"]))
+    recipe.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
     assert "16 samples" in capsys.readouterr().out

@@ -52,7 +52,8 @@ def resolved_stage(entry: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", sorted(STAGES))
 def test_stage_settings_declare_exactly_the_schema_fields(kind: str) -> None:
     cls = settings_class(kind)
-    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert dataclasses.is_dataclass(cls)
+    assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     assert field_names(cls) == set(schema_section(kind)["properties"]) - {"type"}
 
 
@@ -62,7 +63,8 @@ def test_stage_defaults_live_in_the_schema_only(kind: str) -> None:
     cls = settings_class(kind)
     props = schema_section(kind)["properties"]
     for f in dataclasses.fields(cls):
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        has_default = (f.default is not dataclasses.MISSING
+                       or f.default_factory is not dataclasses.MISSING)
         if "default" in props[f.name]:
             assert not has_default, f"{kind}.{f.name}: its default belongs in the schema"
         elif f.name not in schema_section(kind).get("required", []):
@@ -137,7 +139,9 @@ def test_llm_prepare_resolves_the_model_without_touching_the_options(
 
     monkeypatch.setattr(llm_stage, "make_backend", fake_backend)
     (tmp_path / "models" / "tiny").mkdir(parents=True)
-    config = resolved_stage({"type": "llm_caption", "backend": "transformers", "model": "models/tiny"})
+    config = resolved_stage(
+        {"type": "llm_caption", "backend": "transformers", "model": "models/tiny"}
+    )
     stage = llm_stage.LlmCaption(config)
     before = (copy.deepcopy(stage.config), stage.settings)
     ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "state")

@@ -15,13 +15,15 @@ from rsdata.stats import StageStats
 
 def tag(tag: str, phrase: str, plural: str, *, count: int = 1, visible: int | None = None,
         share: float = 0.0, length: float = 0.0, position: str = "center", mass: bool = False,
-        kind: str = "polygon", category: str = "building", primary: bool = True) -> dict[str, Any]:
+        kind: str = "polygon", category: str = "building", primary: bool = True,
+        cells: list[str] | None = None) -> dict[str, Any]:
     key, value = tag.split("=")
     vis = count if visible is None else visible
     return {"key": key, "value": value, "tag": tag, "phrase": phrase, "plural": plural, "mass": mass,
             "category": category, "count": count, "visible_count": vis, "visible": vis > 0,
             "primary": primary, "area_share": share, "area_m2": share * 640 * 640,
-            "length_m": length, "position": position, "cells": [], "geom_types": {kind: count}}
+            "length_m": length, "position": position, "geom_types": {kind: count},
+            "cells": cells if cells is not None else ([] if position == "across" else [position])}
 
 
 def meta(key: str, tags: list[dict[str, Any]], n_features: int | None = None,
@@ -36,10 +38,11 @@ def meta(key: str, tags: list[dict[str, Any]], n_features: int | None = None,
 
 
 RICH = [
-    tag("landuse=farmland", "farmland", "farmland", share=0.7, mass=True, category="landuse", position="across"),
+    tag("landuse=farmland", "farmland", "farmland", share=0.7, mass=True, category="landuse", position="across",
+        cells=["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom"]),
     tag("building=yes", "building", "buildings", count=7, share=0.01, position="top left"),
     tag("highway=residential", "residential road", "residential roads", count=3, length=812.0,
-        kind="line", category="road", position="across"),
+        kind="line", category="road", position="across", cells=["left", "center", "right"]),
     tag("building=house", "house", "houses", count=1, share=0.002, position="bottom right"),
 ]
 
@@ -65,10 +68,12 @@ def test_captions_only_state_what_the_stats_support(key: str) -> None:
 
 
 def test_numbers_only_for_separate_objects() -> None:
-    texts = " ".join(c.text for c in captions_for(meta("k", RICH), count=5, families=("counts",))).lower()
-    assert "seven buildings" in texts
-    assert "three residential roads" not in texts  # OSM splits roads into ways: no count
-    assert "a house" in texts or "one house" in texts
+    texts = " ".join(c.text for i in range(20)
+                     for c in captions_for(meta(f"k{i}", RICH), count=5, families=("counts",))).lower()
+    assert "seven buildings" in texts or "seven structures" in texts
+    # three residential ways, object count unknown: OSM splits roads into ways, so no number
+    assert not any(f"{n} {w}" in texts for n in ("three", "3") for w in ("residential", "streets", "roads"))
+    assert any(f"{q} {h}" in texts for q in ("a", "one", "a single") for h in ("house", "home"))
 
 
 def test_invisible_and_secondary_tags_are_not_mentioned() -> None:
@@ -76,7 +81,16 @@ def test_invisible_and_secondary_tags_are_not_mentioned() -> None:
             tag("leisure=nature_reserve", "nature reserve", "nature reserves", share=0.8, category="leisure"),
             tag("landuse=conservation", "conservation area", "conservation areas", share=0.8,
                 category="landuse", primary=False)]
-    for cap in captions_for(meta("k", tags), count=5):
+    # a reserve shows nothing in the picture: it is never the subject (it stays in the json)
+    assert captions_for(meta("k", tags), count=5) == []
+    stage = TemplateCaptions({"type": "template_captions"})
+    stats = StageStats("template_captions")
+    sample = Sample(key="k", image=b"", meta=meta("k", tags))
+    assert list(stage(iter([sample]), stats)) == []
+    assert stats.dropped == {"no_salient_feature": 1}
+    assert any(t["tag"] == "leisure=nature_reserve" for t in sample.meta["osm"]["tags"])
+    # visible_only: false lets a recipe name it again; secondary tags stay out either way
+    for cap in captions_for(meta("k", tags), count=5, visible_only=False):
         assert "building" not in cap.text and "conservation" not in cap.text
         assert "nature reserve" in cap.text
 
@@ -90,14 +104,15 @@ def test_empty_tiles_say_so_honestly() -> None:
 
 
 def test_stage_adds_captions_and_counts() -> None:
-    stage = TemplateCaptions({"type": "template_captions", "count": 2, "families": ["lengths"]})
+    stage = TemplateCaptions({"type": "template_captions", "count": 2, "families": ["lengths"],
+                              "metres": True})
     stats = StageStats("template_captions")
     samples = [Sample(key="a", image=b"", meta=meta("a", RICH)),
                Sample(key="b", image=b"", meta=meta("b", [RICH[0]]))]
     out = list(stage(iter(samples), stats))
     assert [s.key for s in out] == ["a"]
     assert stats.dropped["no_template_applies"] == 1
-    assert "812" in out[0].caption or "810" in out[0].caption
+    assert "812" in out[0].caption or "810" in out[0].caption  # metres: asked for
 
 
 # -- absence claims only inside coverage (issue 10 item 2) -----------------------------------------

@@ -119,6 +119,7 @@ def test_large_files_push_the_bbox_down_in_the_layer_crs(tmp_path: Path,
     assert comparable(got) == comparable(ref)
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
 def test_a_layer_without_crs_is_a_clear_error_or_takes_the_source_crs(tmp_path: Path) -> None:
     tile_crs, x0, y0, _, bounds = area_of("swellendam")
     rows = features(x0, y0)

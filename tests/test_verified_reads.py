@@ -141,3 +141,45 @@ def test_verified_reading_costs_the_whole_shard_once(tmp_path: Path) -> None:
     list(iter_shard(rec.file, rec, digest=lambda n, h: seen.append((n, h))))
     assert seen == [(rec.file.stat().st_size, sha256_file(rec.file))]
     assert json.loads((corpus / "manifest.json").read_text())["shards"][0]["sha256"] == seen[0][1]
+
+
+def _png_bomb(side: int = 13000) -> bytes:
+    """A small PNG that declares side x side pixels (zeros compress to almost nothing)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = zlib.compress(b"\x00" * (side + 1) * 64, 9)  # only the first rows: a truncated bomb
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def test_image_bombs_are_refused_before_decoding() -> None:
+    import time
+
+    from rsdata.imaging import ImageLimitError, decode_rgb
+
+    bomb = _png_bomb()
+    assert len(bomb) < 100_000
+    started = time.perf_counter()
+    with pytest.raises(ImageLimitError, match="more pixels than the limit"):
+        decode_rgb(bomb, "sample x")
+    assert time.perf_counter() - started < 1.0
+    from rsdata.filtering.hashing import open_image as fingerprint_image
+
+    with pytest.raises(ImageLimitError):
+        fingerprint_image(bomb)
+
+
+def test_filter_reports_an_image_bomb_in_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scoring_helpers import write_corpus as write_items
+
+    items = [(f"s{i:03d}", encode(scene(i, size=48)), f"caption {i}", None) for i in range(3)]
+    items.append(("bomb", _png_bomb(), "a bomb", None))
+    corpus = write_items(tmp_path / "c", items, max_samples_per_shard=8)
+    assert main(["filter", str(corpus), "--out", str(tmp_path / "f"), "--dedup", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "sample bomb" in err and "more pixels than the limit" in err
+    assert main(["inspect", str(corpus)]) == 0  # inspect draws "no image" for it and goes on

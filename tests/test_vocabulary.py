@@ -504,3 +504,13 @@ def test_vocabulary_pickles(vocab):
     assert pickle.loads(pickle.dumps(merged)).phrase("highway", "track").singular == "farm track"
     phrase = vocab.phrase("landuse", "farmland")
     assert pickle.loads(pickle.dumps(phrase)) == phrase
+
+
+def test_plural_verb_marks_mass_nouns_of_plural_form(vocab):
+    assert vocab.phrase("waterway", "rapids").plural_verb
+    assert not vocab.phrase("landuse", "farmland").plural_verb
+    merged = vocab.merged({"class:lc=tree": {"singular": "trees", "mass": True, "plural_verb": True}})
+    trees = merged.phrase("class:lc", "tree")
+    assert trees.mass and trees.plural_verb and trees.plural == "trees"
+    with pytest.raises(VocabularyError, match="'plural_verb' must be true or false"):
+        vocab.merged({"natural=wood": {"singular": "woods", "plural_verb": "yes"}})

@@ -80,35 +80,86 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- eval -----------------------------------------------------------------------------------------
+def _train_side(args: argparse.Namespace, eval_keys: set[str], images: bool) -> tuple[Any, list[str], str] | None:
+    """The training side a baseline learns from and verbatim shares are measured against:
+    --train-data (default: --data) minus the evaluated keys, --train-exclude-keys and
+    --train-holdout; without shards, the Karpathy file's train split. Returns (a RetrievalSet
+    with images, or None when ``images`` is off and only captions are read; its captions; what it is)."""
+    from rsdata.corpus import Corpus
+    from rsdata.corpus.samples import captions_of, is_holdout, read_key_file
+    from rsdata.evaluate import EvalDataError, read_karpathy, shard_retrieval_set
+
+    corpora = args.train_data or args.data
+    if corpora:
+        excluded = read_key_file(args.train_exclude_keys) if args.train_exclude_keys else frozenset()
+        frac, seed = (args.train_holdout if args.train_holdout is not None else args.holdout), args.holdout_seed
+        all_captions = args.captions == "all"
+
+        def keep(key: str) -> bool:
+            return key not in eval_keys and key not in excluded and not is_holdout(key, frac, seed)
+
+        data = None
+        if images:
+            data = shard_retrieval_set(corpora, keep=keep, all_captions=all_captions)
+            captions, n = data.captions, len(data.images)
+        else:  # captions only: the txt and json members
+            captions, n = [], 0
+            for corpus in corpora:
+                for e in Corpus(corpus).entries({"txt", "json"}):
+                    if keep(e.key):
+                        captions += captions_of({"__key__": e.key, **e.members}, e.shard, all_captions)
+                        n += 1
+            if not n:
+                raise EvalDataError("the training side is empty")
+        what = (f"{n} tiles of {', '.join(map(str, corpora))} not evaluated"
+                + (f", not in {args.train_exclude_keys}" if args.train_exclude_keys else "")
+                + (f", outside the {frac:g} holdout" if frac else ""))
+        return data, captions, what
+    if args.karpathy:
+        data = read_karpathy(args.karpathy, args.images, split="train")
+        return data, data.captions, f"the train split of {args.karpathy} ({len(data.images)} images)"
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    if bool(args.checkpoint) == bool(args.model):
-        raise UsageError("give exactly one of --checkpoint RUN (a trained model) or --model NAME "
-                         "(a freshly initialised model: the untrained reference)")
+    if sum(map(bool, (args.checkpoint, args.model, args.baseline))) != 1:
+        raise UsageError("give exactly one of --checkpoint RUN (a trained model), --model NAME "
+                         "(a freshly initialised model: the untrained reference) or --baseline "
+                         "histogram|random (a reference that learns nothing)")
     if not (args.data or args.karpathy or args.classes):
         raise UsageError("nothing to evaluate on: give --data OUT, --karpathy JSON --images DIR, "
                          "and/or --classes DIR")
     if args.karpathy and not args.images:
         raise UsageError("--karpathy needs --images DIR (the folder holding the files the JSON names)")
+    if args.baseline and args.classes:
+        raise UsageError("--baseline ranks captions of retrieval sets (--data, --karpathy); zero-shot "
+                         "(--classes) needs a dual encoder")
+    if args.compare and args.baseline:
+        raise UsageError("--compare evaluates the baselines beside a model: use it with --checkpoint or --model")
     import torch
 
-    from rsdata.evaluate import EvalSpec, evaluate, read_class_folders, read_karpathy, shard_retrieval_set
+    from rsdata.evaluate import (EvalSpec, HistogramBaseline, RandomBaseline, evaluate, learning_verdict,
+                                 read_class_folders, read_karpathy, shard_retrieval_set, verdict_line)
     from rsdata.evaluate.datasets import read_classnames, read_templates
-    from rsdata.evaluate.run import summary_lines
+    from rsdata.evaluate.run import summary_lines, write_report
     from rsdata.models import create_model, load_checkpoint
     from rsdata.corpus.samples import read_key_file
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, device=device)
+        model: Any = load_checkpoint(args.checkpoint, device=device)
         source = str(args.checkpoint)
         ckpt = Path(args.checkpoint)
         default_out = ckpt / "eval" if ckpt.is_dir() else ckpt.parent / "eval"
-    else:
+    elif args.model:
         torch.manual_seed(args.seed)
         model = create_model(args.model, **_overrides(args)).to(device).eval()
         source = f"untrained {args.model} (seed {args.seed})"
         default_out = Path(f"eval-{args.model}-untrained")
-    spec = EvalSpec()
+    else:
+        model = None  # the baseline, once its training side is read
+        default_out = Path(f"eval-{args.baseline}-baseline")
+    spec = EvalSpec(n_boot=args.bootstrap, seed=args.seed)
     if args.data:
         keys = read_key_file(args.keys) if args.keys else None
         spec.retrieval.append(shard_retrieval_set(
@@ -121,9 +172,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.classes:
         classes = read_class_folders(args.classes, read_classnames(args.classnames))
         spec.zero_shot.append((classes, read_templates(args.templates)))
+    eval_keys = {img.id for r in spec.retrieval for img in r.images} if args.data else set()
+    needs_train = args.baseline == "histogram" or args.compare
+    from rsdata.evaluate import EvalDataError
+
+    try:
+        train = (_train_side(args, eval_keys, images=needs_train)
+                 if (needs_train or args.train_data or spec.retrieval) else None)
+    except EvalDataError:
+        if needs_train or args.train_data:
+            raise
+        train = None  # e.g. evaluating on every tile: no training side, no verbatim share
+    if needs_train and train is None:
+        raise UsageError("the histogram baseline learns from a training side: give --train-data OUT "
+                         "(with --train-exclude-keys FILE as given to rsdata train)")
+    if train is not None:
+        spec.train_captions, spec.train_side = train[1], train[2]
+
+    baselines: dict[str, Any] = {}
+    if args.baseline == "histogram" or args.compare:
+        assert train is not None
+        baselines["histogram"] = HistogramBaseline(k=args.neighbours).fit(train[0])  # type: ignore[arg-type]
+    if args.baseline == "random" or args.compare:
+        baselines["random"] = RandomBaseline(seed=args.seed)
+    if model is None:
+        model = baselines.pop(args.baseline)
+        source = f"{args.baseline} baseline, fitted on {train[2]}" if train and args.baseline == "histogram" \
+            else f"{args.baseline} baseline"
     out_dir = Path(args.out) if args.out else default_out
-    report = evaluate(model, spec, out_dir, source, batch_size=args.batch_size)
+    report = evaluate(model, spec, None, source, batch_size=args.batch_size)
+    if baselines:
+        ref_spec = EvalSpec(retrieval=spec.retrieval, n_boot=spec.n_boot, seed=spec.seed)
+        report["baselines"] = {}
+        for name, ref in baselines.items():
+            r = evaluate(ref, ref_spec, None, f"{name} baseline", batch_size=args.batch_size)
+            report["baselines"][name] = {"model": r["model"], "baseline": r["baseline"], "sets": r["sets"]}
+        report["verdicts"] = []
+        if spec.n_boot:
+            for i, s in enumerate(report["sets"]):
+                if s["kind"] != "retrieval":
+                    continue
+                for name, r in report["baselines"].items():
+                    v = learning_verdict(s, r["sets"][i], spec.n_boot, spec.level, spec.seed)
+                    report["verdicts"].append({"set": s["name"], "against": name, **v})
+    write_report(report, out_dir)
     print("\n".join(summary_lines(report)))
+    for name, r in report.get("baselines", {}).items():
+        print("\n".join("  " + ln for ln in summary_lines({"model": r["model"], "source": f"{name} baseline",
+                                                          "sets": r["sets"]})))
+    for v in report.get("verdicts", []):
+        claim = "the model learns" if v["against"] == "histogram" else None
+        print(verdict_line(f"{report['model']} on {v['set']}", v, f"the {v['against']} baseline", claim))
     print(f"report: {out_dir / 'report.json'}, figure: {out_dir / 'report.png'}")
     if args.json:
         json.dump(report, sys.stdout)
@@ -186,6 +285,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "report.json and report.png.")
     e.add_argument("--checkpoint", help="a run directory of rsdata train, or a checkpoint file")
     e.add_argument("--model", help="evaluate a freshly initialised model of this config instead (baseline)")
+    e.add_argument("--baseline", choices=("histogram", "random"),
+                   help="evaluate a reference that learns nothing instead: histogram = colour/texture "
+                        "histogram nearest neighbours transferring their training captions (needs a "
+                        "training side: --train-data), random = random similarities")
+    e.add_argument("--compare", action="store_true",
+                   help="with --checkpoint/--model: also evaluate the histogram and random baselines on "
+                        "the same sets and say whether the model beats them outside the interval")
+    e.add_argument("--train-data", nargs="+", metavar="OUT",
+                   help="the training side (default: --data minus the evaluated keys): what the histogram "
+                        "baseline transfers captions from and verbatim shares are measured against")
+    e.add_argument("--train-exclude-keys", metavar="FILE",
+                   help="keys left out of the training side (the file given to rsdata train --exclude-keys)")
+    e.add_argument("--train-holdout", type=_fraction,
+                   help="leave the keys of this holdout fraction out of the training side (default: --holdout)")
+    e.add_argument("--neighbours", type=_positive_int, default=10,
+                   help="histogram baseline: training images whose captions are transferred (default 10)")
+    e.add_argument("--bootstrap", type=_nonnegative_int, default=1000,
+                   help="bootstrap resamples of the query images for 95%% intervals (default 1000; 0: none)")
     e.add_argument("--seed", type=int, default=0, help="init seed for --model")
     e.add_argument("--image-size", type=_positive_int, help="with --model: override the image size")
     e.add_argument("--data", nargs="+", metavar="OUT",

@@ -10,7 +10,7 @@ Everything that reads or writes a corpus goes through this package:
 * :mod:`rsdata.corpus.samples` — samples as ``train`` and ``evaluate`` read them (shards with
   counts and checksums, raw entries, captions, image bytes, the holdout split, key files).
 
-Heavy modules (webdataset, for the writer) load only when used.
+No module here imports webdataset (nor torch): shards are written with the standard library.
 
 This package sits below every stage and tool package: it imports none of ``train``,
 ``evaluate``, ``scoring``, ``filtering``, ``llm``, ``osm``, ``captions`` or ``executors``

@@ -85,6 +85,7 @@ def build_run_manifest(plan: Any, markers: list[dict[str, Any]], timing: dict[st
         recipe_hash=plan.recipe_hash, shards=shards, stages=merge_stats([m["stats"] for m in markers]),
         sources=plan.inputs, parents=plan.parents, partitions=len(markers),
         samples_per_source=per_source, osm=plan.reports.get("osm_join", {}),
+        stage_reports={k: v for k, v in plan.reports.items() if k != "osm_join"} or None,
         source_reports=plan.source_reports or None,
         footprints_wgs84=[list(b) for b in plan.footprints_wgs84] or None,
         footprint_crs=list(plan.footprint_crs) or None, timing=timing)

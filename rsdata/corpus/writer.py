@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import webdataset as wds
+import io
+import tarfile
 
 from rsdata import schemas
 from rsdata.atomic import fsync_dir
@@ -21,6 +22,36 @@ from rsdata.sample import KEY_PATTERN, Sample
 
 TAR_MTIME = 946684800  # 2000-01-01: reproducible shards (an int: a float forces PAX headers)
 TAR_OVERHEAD = 512  # header bytes per member
+TAR_USER = "bigdata"  # what webdataset's TarWriter writes: shards are byte-identical to its
+TAR_MODE = 0o0444
+
+
+class TarStream:
+    """WebDataset entries into a tar stream with the standard library only.
+
+    Byte-for-byte what ``webdataset.TarWriter(fh, encoder=False, mtime=TAR_MTIME)`` writes
+    (members of a sample sorted by name, mode 0444, user/group ``bigdata``), without importing
+    webdataset, which imports torch: seconds of start-up in every worker process and Ray actor.
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self.tar = tarfile.open(fileobj=fh, mode="w|")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        key = entry["__key__"]
+        for name in sorted(entry):
+            if name == "__key__":
+                continue
+            data = entry[name]
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size = len(data)
+            info.mtime = TAR_MTIME
+            info.mode = TAR_MODE
+            info.uname = info.gname = TAR_USER
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
 
 
 class _HashingFile:
@@ -70,7 +101,7 @@ class ShardWriter:
         self._n = 0
         self._fh: BinaryIO | None = None
         self._hash: _HashingFile | None = None
-        self._tar: wds.TarWriter | None = None
+        self._tar: TarStream | None = None
         self._count = 0
         self._tmp: Path | None = None
         self._final: Path | None = None
@@ -83,7 +114,7 @@ class ShardWriter:
         self._tmp = self.dir / f".{name}.tmp{os.getpid()}"
         self._fh = open(self._tmp, "wb")
         self._hash = _HashingFile(self._fh)
-        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=TAR_MTIME)  # type: ignore[arg-type]
+        self._tar = TarStream(self._hash)
         self._count = 0
 
     def write(self, sample: Sample) -> None:

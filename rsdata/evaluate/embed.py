@@ -16,7 +16,9 @@ from rsdata.models import DualEncoder
 
 def _load(model: DualEncoder, ref: ImageRef) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(ref.read())) as img:
+        from rsdata.imaging import open_image
+
+        with open_image(ref.read(), f"evaluation image {ref.id}") as img:
             img.load()
             if img.mode not in ("RGB", "L", "RGBA", "P"):
                 # 16-bit/float TIFFs: scale to 8 bit so the tile looks like the training renderings

@@ -8,8 +8,13 @@ reruns never duplicate a sample.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
+import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +132,73 @@ def run_partition(worker: Worker, part: Partition) -> dict[str, Any]:
 
 _WORKER: Worker | None = None
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.25  # how often a worker checks that its parent still lives (the portable watch)
 
-def init_worker(worker: Worker) -> None:
-    """Process-pool initializer: keep the worker (and its lazily built state) per process."""
+
+def init_worker(worker: Worker, driver_pid: int | None = None) -> None:
+    """Process-pool initializer: keep the worker (and its lazily built state) per process, leave
+    Ctrl-C to the driver (see :mod:`rsdata.executors.local`), and exit when the parent dies.
+
+    ``driver_pid``: the process that runs the pool; with ``fork`` and ``spawn`` it is this
+    worker's parent, with ``forkserver`` the parent is the fork server (which exits when the driver
+    does, and the worker with it)."""
     global _WORKER
     _WORKER = worker
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        pass
+    exit_with_parent(driver_pid)
+
+
+def exit_with_parent(driver_pid: int | None = None, use_prctl: bool = True) -> None:
+    """Make this process die (SIGKILL) as soon as its parent process dies.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, the kernel's parent-death signal. Everywhere (and
+    as a second line on Linux): a daemon thread that polls ``os.getppid()`` and kills this process
+    when the parent changed (the orphan was re-parented), or when ``driver_pid`` no longer exists.
+    A worker killed mid-partition leaves only what the next run's :func:`clean_partition` removes.
+    """
+    parent = os.getppid()
+    if use_prctl and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if driver_pid is not None and driver_pid != parent and not _exists(driver_pid):
+        _die()  # the driver died before we could ask to follow it (the driver may be pid 1 in a
+        # container, so a parent of 1 alone proves nothing)
+    if driver_pid == parent:
+        driver_pid = None  # watching the parent covers it
+    if os.getppid() != parent:
+        _die()
+    watch = threading.Thread(target=_watch_parent, args=(parent, driver_pid),
+                             name="rsdata-parent-watch", daemon=True)
+    watch.start()
+
+
+def _watch_parent(parent: int, driver_pid: int | None) -> None:
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent or (driver_pid is not None and not _exists(driver_pid)):
+            _die()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, another user's (EPERM)
+    return True
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(137)  # not reached
 
 
 def run_in_worker(part: Partition) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def connect(address: str | None, num_cpus: int | None) -> Any:
     ray = _ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
+        if not address:
+            start_reaper()  # before ray.init: a driver killed while Ray starts leaves nothing either
         try:
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -72,6 +74,66 @@ def connect(address: str | None, num_cpus: int | None) -> Any:
             raise RsdataError(f"cannot reach a Ray cluster at {address!r}: {exc}. Start one "
                               "(ray start --head) or leave out --address to start a local one.") from None
     return ray
+
+
+# A sidecar that outlives the driver by a moment and kills the Ray processes the driver started
+# (what ray.init started here: GCS, raylet, agents, workers; nothing else). Without it, a driver killed with
+# SIGKILL leaves Ray's DashboardAgent and RuntimeEnvAgent running for another ~60 s (they wait
+# on a hard-coded 60 s timeout to tell the dead GCS that the raylet died). It learns the
+# driver's descendants twice a second while the driver lives and acts when its stdin (a pipe only
+# the driver holds) reaches EOF: the driver is gone, however it ended.
+_REAPER = r"""
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the driver's business
+import psutil
+driver, me, known = int(sys.argv[1]), os.getpid(), {}
+def scan():
+    try:
+        for p in psutil.Process(driver).children(recursive=True):
+            if p.pid == me or p.pid in known:
+                continue
+            try:
+                cmd = p.cmdline()
+                if cmd and (cmd[0].startswith("ray::") or any("/ray/" in a for a in cmd)):
+                    known[p.pid] = p.create_time()
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+scan()
+while True:
+    ready, _, _ = select.select([0], [], [], 0.5)
+    if ready and not os.read(0, 4096):
+        break
+    scan()
+time.sleep(float(sys.argv[2]))  # a normal exit has shut Ray down by now
+for pid, created in known.items():
+    try:
+        p = psutil.Process(pid)
+        if p.create_time() == created:
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+_REAPER_GRACE_S = 1.0
+_reaper: Any = None
+
+
+def start_reaper() -> None:
+    """Start the sidecar (once per driver; POSIX with psutil, which Ray installs; else nothing)."""
+    global _reaper
+    if _reaper is not None or os.name != "posix":
+        return
+    try:
+        import subprocess
+
+        import psutil  # noqa: F401 - the sidecar needs it
+
+        _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(_REAPER_GRACE_S)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, close_fds=True)
+    except (ImportError, OSError):
+        _reaper = None
 
 
 def _error_text(exc: BaseException) -> tuple[str, bool]:

@@ -3,8 +3,9 @@ eval-leakage guard.
 
 ``rsdata filter OUT --out OUT2`` works in two passes, as DataComp does: :func:`decide` reads
 the corpus once and writes a subset list (kept keys, and every dropped key with its reason),
-then :func:`reshard` copies the kept samples into a new corpus whose manifest points at its
-parent and counts every drop by reason. The ``filter`` pipeline stage applies what can be
+then :func:`reshard` writes the kept samples as a new corpus version (an ordinary run: a corpus
+source and the ``subset`` stage) whose manifest points at its parent and counts every drop by
+reason. The ``filter`` pipeline stage applies what can be
 decided one partition at a time (a threshold, the leakage guard) while a run writes.
 """
 

@@ -110,7 +110,7 @@ def scan_corpus(corpus: Corpus, images: bool, scorer: Any = None, progress: bool
                 data = entry.image()
                 try:
                     builder.add(entry.key, data)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, InputError) as exc:
                     raise CorpusError(f"sample {entry.key} in {entry.shard}: its image cannot be "
                                       f"decoded ({exc})") from None
                 if scorer is not None:

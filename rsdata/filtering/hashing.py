@@ -84,7 +84,9 @@ def open_image(data: bytes | Image.Image) -> Image.Image:
     if isinstance(data, Image.Image):
         img = data
     else:
-        img = Image.open(io.BytesIO(data))
+        from rsdata.imaging import open_image
+
+        img = open_image(data, "image")
         if img.format == "JPEG":
             img.draft("L", (2 * PHASH_SIDE, 2 * PHASH_SIDE))
     if img.mode not in ("L", "RGB"):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rsdata.osm.vocabulary import Vocabulary, pluralize
+from rsdata.captions.words import SHARES as _TEMPLATE_SHARES
 from rsdata.osm.join import CELL_WORDS
 
 Tag = dict[str, Any]
@@ -218,6 +219,7 @@ SYNONYMS: dict[str, Callable[[Tag], bool]] = {
             "bodies of water",
             "water body",
             "water bodies",
+            "open water",
             "waterbody",
             "waterbodies",
         )
@@ -271,6 +273,15 @@ SYNONYMS: dict[str, Callable[[Tag], bool]] = {
     **{
         w: _phrases({"industrial area"})
         for w in ("industrial site", "industrial zone", "industrial estate", "industrial park")
+    },
+    **{
+        w: _phrases({"residential road"})
+        for w in (
+            "residential street",
+            "residential streets",
+            "residential lane",
+            "residential lanes",
+        )
     },
     **{w: _phrases({"swimming pool"}) for w in ("pool", "pools")},
     **{
@@ -326,6 +337,7 @@ NUMBER_WORDS.update(
     {
         "single": 1,
         "lone": 1,
+        "isolated": 1,
         "couple": 2,
         "pair": 2,
         "both": 2,
@@ -355,6 +367,8 @@ VAGUE: dict[tuple[str, ...], tuple[int, int]] = {
     ("a", "row", "of"): (2, 10**6),
     ("dozens", "of"): (24, 10**6),
     ("hundreds", "of"): (100, 10**6),
+    ("over", "a", "hundred"): (101, 10**6),
+    ("more", "than", "a", "hundred"): (101, 10**6),
 }
 
 # 3x3 grid cells (the words rsdata.osm.join writes) and the region each position phrase names
@@ -466,6 +480,12 @@ SHARE_WORDS: dict[tuple[str, ...], ShareWord] = {
     ("part", "of"): ShareWord(0.05, 0.45, False),
     ("half", "of"): ShareWord(0.35, 0.65, False),
 }
+# the template captions' share words (rsdata.captions.words.SHARES) with the ranges they are
+# written for, so that what the templates say always reads as true here
+for _text, _low, _high, _lb in _TEMPLATE_SHARES:
+    _key = tuple(_text.split())
+    if _key not in SHARE_WORDS:
+        SHARE_WORDS[_key] = ShareWord(_low, 1.0 if _lb else _high, False)
 
 # Size adjectives directly before an object: what mean area per object (m2) they claim.
 SIZE_WORDS: dict[str, tuple[float, float]] = {
@@ -494,6 +514,8 @@ PROXIMITY = frozenset(
         ("through",),
         ("crossing",),
         ("crosses",),
+        ("crossed", "by"),
+        ("dotted", "with"),
         ("cross",),
         ("nearby",),
         ("by",),
@@ -698,7 +720,11 @@ def words_of(text: str) -> tuple[str, ...]:
 class Lexicon:
     """Class terms by their word tuples (built once per process from the vocabulary)."""
 
-    def __init__(self, vocabulary: Vocabulary) -> None:
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        rule_synonyms: Mapping[str, Iterable[tuple[str, str]]] | None = None,
+    ) -> None:
         terms: dict[tuple[str, ...], Term] = {}
         for _key, _value, phrase in vocabulary.entries():
             self._add_phrase(terms, phrase.singular, phrase.plural, phrase.mass)
@@ -712,6 +738,22 @@ class Lexicon:
             plural = _guess_plural(text)
             refers = pred if old is None or old.scene else _either(old.refers, pred)
             terms[w] = Term(w, refers, plural)
+        # the template captions' synonyms (rsdata/data/caption_rules.yaml): what a template may
+        # call a tag, an LLM caption may too
+        for tag, pairs in (rule_synonyms or {}).items():
+            for singular, plural_form in pairs:
+                same = singular == plural_form
+                for text, number in ((singular, None if same else False),
+                                     (plural_form, None if same else True)):
+                    w = words_of(text)
+                    if not w:
+                        continue
+                    old = terms.get(w)
+                    pred = _tag_is(tag)
+                    if old is None or old.scene:
+                        terms[w] = Term(w, pred, number)
+                    else:
+                        terms[w] = Term(w, _either(old.refers, pred), old.plural)
         self.terms = terms
         self.max_len = max(len(k) for k in terms)
 
@@ -741,6 +783,10 @@ class Lexicon:
                     same = t.get("mass") or t["phrase"] == t.get("plural")
                     extra[w] = Term(w, _phrases({t["phrase"]}), None if same else number)
         return extra
+
+
+def _tag_is(tag: str) -> Callable[[Tag], bool]:
+    return lambda t: t.get("tag") == tag
 
 
 def _either(a: Callable[[Tag], bool], b: Callable[[Tag], bool]) -> Callable[[Tag], bool]:
@@ -780,5 +826,80 @@ def _guess_plural(text: str) -> bool | None:
 
 @functools.lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
-    """The lexicon of the packaged vocabulary (built once per process)."""
-    return Lexicon(Vocabulary.default())
+    """The lexicon of the packaged vocabulary and caption rules (built once per process)."""
+    from rsdata.captions.rules import CaptionRules
+
+    return Lexicon(Vocabulary.default(), CaptionRules.default().synonyms)
+
+
+# -- statements the stats cannot support (issue 15) ------------------------------------------------
+# The validator reads a caption against a closed vocabulary: a word that is neither a class term,
+# a number, a position, a share, size or relation word, nor one of these neutral words carries a
+# statement the tags cannot support ("unique architectural style", "a breathtaking sight",
+# "deserted", "scenic") and the caption is rejected (``unsupported_detail``).
+NEUTRAL_WORDS = frozenset(
+    """
+a an the of in on at to with and or by for from as is are was were be been being this that these
+those it its it's they them their there here which who where what does do did also both each every
+all other others another only just together while whereas but than more less fewer some any
+
+image images imagery aerial overhead photo photograph picture view scene frame tile
+show shows showing shown depict depicts depicting display displays displaying capture captures
+capturing contain contains containing include includes including feature features featuring
+has have having see seen visible can could appear appears appearing mapped
+located lies lie lying situated sit sits stand stands found
+run runs running ran stretch stretches stretching extend extends extending lead leads leading
+pass passes passing go goes going cut cuts cutting spread spreading cover covers covered covering
+fill fills filled
+filling occupy occupies occupying span spans spanning take takes taking taken up down
+number series group groups set collection mix mixture variety range couple pair row rows line
+lines
+about roughly approximately nearly almost around over exactly
+half halves quarter quarters third thirds tenth share
+corner corners side sides edge edges part parts portion portions section sections area areas
+top bottom left right center middle centre upper lower
+land ground terrain landscape surface
+""".split()
+)
+# a unit-led adjective ("a 640 m wide image", "a 930 m long path"): neutral after a unit only
+UNIT_ADJECTIVES = frozenset({"wide", "long"})
+# What the image is: a word for it is a self-reference when it names an image inside the image
+# ("the image of a beach", "a scene of a scene", "which is a scene in itself") or another medium
+# ("the corner of a map", "of the page", "on a screen").
+IMAGE_NOUNS = frozenset(
+    {"image", "images", "scene", "scenes", "picture", "pictures", "view", "views", "photo",
+     "photos", "photograph", "photographs", "frame", "tile", "shot", "snapshot"}
+)
+MEDIA_WORDS = frozenset(
+    """map maps page pages webpage website canvas figure figures screen screens depiction
+depictions drawing drawings painting paintings illustration illustrations diagram diagrams chart
+charts poster posters document documents film films movie movies documentary video videos
+satellite drone camera sketch sketches graphic graphics artwork postcard""".split()
+)
+# adjectives that say how the image was taken ("an aerial image", "a satellite view"): only
+# before an image word at the start of a sentence
+VIEW_ADJECTIVES = frozenset({"aerial", "overhead", "satellite", "drone"})
+# "a small part of a nature reserve": the tile shows part of something larger
+PART_NOUNS = frozenset(
+    {"part", "parts", "portion", "portions", "piece", "pieces", "section", "sections", "half",
+     "most", "much", "majority", "rest", "fraction", "bit", "slice", "segment"}
+)
+# verbs after which "most of it" / "part of it" is a share of the image
+COVER_VERBS = frozenset(
+    {"covering", "covers", "cover", "covered", "fills", "fill", "filling", "filled", "occupying",
+     "occupies", "occupy", "spanning", "spans", "span", "takes", "taking", "take", "up", "over",
+     "across", "throughout", "in", "on", "spread", "scattered"}
+)
+
+# Density words for buildings, with the building share of the tile they need (the template
+# captions' thresholds: rsdata.captions.templates.DENSE_BUILT / BUILT_UP)
+DENSE_BUILT = 0.35
+BUILT_UP = 0.15
+DENSITY: dict[tuple[str, ...], float] = {
+    ("densely", "built", "up"): DENSE_BUILT,
+    ("dense",): DENSE_BUILT,
+    ("densely",): DENSE_BUILT,
+    ("closely", "packed"): DENSE_BUILT,
+    ("tightly", "packed"): DENSE_BUILT,
+    ("built", "up"): BUILT_UP,
+}

@@ -16,6 +16,11 @@ clause (before it, else after it), a share word to the mention it names ("domina
   "dominated by" the largest area); size adjectives its mean object size;
 - relations between objects must be readable from the stats (proximity: a shared grid cell);
 - numbers with units must match lengths, shares or the tile's width;
+- no statement the tags cannot support (issue 15): no self-reference (a map, page or screen, an
+  image inside the image), no filler clause ("which is a scene in itself"), no part-of-whole
+  claim ("a small part of a nature reserve"), and no word outside the closed vocabulary (class
+  terms, numbers, positions, share, size, density and relation words, neutral words):
+  "a unique architectural style", "scenic", "with no trees" are statements no tag makes;
 - the caption must be English prose of bounded length, and mention at least ``min_coverage``
   of the facts it was asked to state.
 
@@ -25,6 +30,7 @@ on a retry).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,9 +41,15 @@ from rsdata.llm.lexicon import (
     COMMON_WORDS,
     COMPOUND_HEADS,
     COVER,
+    COVER_VERBS,
+    DENSITY,
     DETERMINERS,
     FUNCTION_WORDS,
+    IMAGE_NOUNS,
+    MEDIA_WORDS,
+    NEUTRAL_WORDS,
     NUMBER_WORDS,
+    PART_NOUNS,
     PREPOSITIONS,
     PROXIMITY,
     REGION_NOUNS,
@@ -45,9 +57,11 @@ from rsdata.llm.lexicon import (
     SCENE_WORDS,
     SHARE_WORDS,
     SIZE_WORDS,
+    UNIT_ADJECTIVES,
     UNITS,
     UNVERIFIABLE,
     VAGUE,
+    VIEW_ADJECTIVES,
     Lexicon,
     ShareWord,
     Term,
@@ -73,8 +87,22 @@ REASONS = (
     "wrong_size",
     "unsupported_relation",
     "unsupported_number",
+    "self_reference",
+    "filler",
+    "part_of_whole",
+    "unsupported_detail",
     "low_coverage",
 )
+VIEWPOINT = frozenset(
+    {("from", "above"), ("from", "overhead"), ("from", "the", "air"), ("from", "orbit"),
+     ("top", "down"), ("at", "least")}
+)
+DEFINITE = frozenset({"the", "this", "its"})
+# "farmland crossed by a road": true of an area that a line spanning the tile runs over
+CROSSED = {("crossed", "by"): "crossed", ("dotted", "with"): "near"}
+SHOW_VERBS = frozenset({"shows", "show", "showing", "depicts", "displays", "captures", "features"})
+RELATIVE = frozenset({"which", "that", "who"})
+BE_VERBS = frozenset({"is", "are", "was", "were", "being", "be"})
 IMAGE_WORDS = frozenset(
     {
         "image",
@@ -189,6 +217,10 @@ class Validator:
     def _match(self, words: tuple[str, ...], tokens: list[str], i: int) -> Span | None:
         end = i + len(words)
         text = " ".join(words)
+        if words in VIEWPOINT:
+            return Span(i, end, "word", text)  # "seen from above": how, not where
+        if words in DENSITY:
+            return Span(i, end, "density", text, value=DENSITY[words])
         nxt = _object_word(tokens, end)
         if words[0] in ("part", "portion") and i > 0 and (tokens[i - 1],) in REGION_WORDS:
             return Span(i, end, "word", text)  # "the top part of the image": a position
@@ -200,7 +232,8 @@ class Validator:
                 if words in SHARE_WORDS:
                     return Span(i, end, "share", text, value=SHARE_WORDS[words])
                 return Span(i, end, "word", text)
-            return Span(i, end, "relation", text, value="near" if words in PROXIMITY else "other")
+            value = "other" if words not in PROXIMITY else CROSSED.get(words, "near")
+            return Span(i, end, "relation", text, value=value)
         if words in COVER and nxt not in IMAGE_WORDS:
             return Span(i, end, "relation", text, value="cover")
         if words in SHARE_WORDS:
@@ -262,6 +295,8 @@ class Validator:
         self._check_shares(spans, visible, problems)
         self._check_sizes(spans, problems)
         self._check_relations(spans, problems)
+        self._check_statements(spans, tokens, problems)
+        self._check_density(spans, visible, problems)
         named = {t["tag"] for m in mentions for t in m.tags}
         verdict.mentioned = sorted(named)
         wanted = list(dict.fromkeys(facts))
@@ -313,8 +348,8 @@ class Validator:
             problems.append(Problem("not_english", "it is not plain English prose"))
             return
         lw = [w.lower() for w in words]
-        repeats = sum(1 for a, b in zip(lw, lw[1:]) if a == b and a not in ("very",))
         toks = tokenize(body)
+        repeats = sum(1 for a, b in zip(toks, toks[1:]) if a == b and a.isalpha() and a != "very")
         grams = [tuple(toks[i : i + 8]) for i in range(len(toks) - 7)]  # a loop repeats itself
         bad_pairs = sum(
             1
@@ -434,7 +469,14 @@ class Validator:
             mass = all(t.get("mass") for t in target.tags)
             if s.kind == "number":
                 n = int(s.value)
-                if mass or (lines and n > 1) or n != count:
+                # "146 buildings" may count the plain buildings only, not the schools among them
+                own = {t["visible_count"] for t in _own_tags(target)}
+                at_least = i > 0 and spans[i - 1].text == "at least"
+                if at_least and not mass and not (lines and n > 1) and count >= n:
+                    continue
+                if n == 1 and _mapped_twice(target.tags):
+                    continue
+                if mass or (lines and n > 1) or (n != count and n not in own):
                     what = (
                         "road or line segments cannot be counted"
                         if lines and n > 1
@@ -501,9 +543,12 @@ class Validator:
             lines = all(_is_line(t) for t in m.tags)
             nxt = spans[i + 1].text if i + 1 < len(spans) else ""
             prev = spans[i - 1].text if i > 0 else ""
+            if i > 1 and spans[i - 2].text == "at least":
+                continue  # "at least one building": a lower bound
             if (
                 not m.term.plural
                 and count > 1
+                and not _mapped_twice(m.tags)
                 and not lines
                 and nxt not in COMPOUND_HEADS
                 and prev not in ("of", "each", "every")
@@ -541,6 +586,14 @@ class Validator:
             if s.value == ACROSS and any(x.kind == "region" for x in spans[i + 1 : i + 3]):
                 continue  # "across the top": the next region word says where
             obj = _object_mention(spans, i)
+            if s.text in ("scattered", "dotted") and i + 1 < len(spans) and spans[i + 1] is obj:
+                # "scattered buildings": several objects spread apart, not a relation
+                assert obj is not None
+                if obj.tags and sum(t["visible_count"] for t in obj.tags) < 2:
+                    problems.append(
+                        Problem("wrong_count", f"it says {s.text} {obj.text} but there is one")
+                    )
+                continue
             if s.value == ACROSS and obj is not None:
                 # "a road running across farmland": a relation between two features
                 subject = _prev_mention(spans, i, window=len(spans))
@@ -581,10 +634,16 @@ class Validator:
             )
             if target is None or not target.tags:
                 continue
-            share = sum(t["area_share"] for t in target.tags)
-            ok = word.low <= share + 1e-9 and share <= word.high + 1e-9
-            if word.largest:
-                ok = ok and share + 1e-9 >= largest
+            total = sum(t["area_share"] for t in target.tags)
+            # "buildings" may mean all building tags or the plain ones (building=yes)
+            shares = {total} | {t["area_share"] for t in _own_tags(target)}
+            ok = any(
+                word.low <= share + 1e-9
+                and share <= word.high + 1e-9
+                and (not word.largest or share + 1e-9 >= largest)
+                for share in shares
+            )
+            share = total
             if not ok:
                 problems.append(
                     Problem(
@@ -664,7 +723,9 @@ class Validator:
                 continue
             if not before.tags or not after.tags:
                 continue
-            if s.value == "near" and _share_cells(before, after):
+            if s.value in ("near", "crossed") and _share_cells(before, after):
+                continue
+            if s.value == "crossed" and _crosses(after, before):
                 continue
             problems.append(
                 Problem(
@@ -673,8 +734,174 @@ class Validator:
                 )
             )
 
+    def _check_density(
+        self, spans: list[Span], visible: list[Tag], problems: list[Problem]
+    ) -> None:
+        """ "densely built-up", "closely packed buildings": the buildings' share of the tile."""
+        share = sum(t["area_share"] for t in visible if t.get("category") == "building")
+        for s in spans:
+            if s.kind == "density" and share + 1e-9 < s.value:
+                problems.append(
+                    Problem(
+                        "wrong_share",
+                        f"it says '{s.text}', but buildings cover {round(100 * share)}% "
+                        "of the image",
+                    )
+                )
+                return
+
+    def _check_statements(
+        self, spans: list[Span], tokens: list[str], problems: list[Problem]
+    ) -> None:
+        """Statements no tag supports even when every class, count and position is right:
+        self-references (another image or medium), filler clauses, part-of-whole claims and any
+        word outside the closed vocabulary (an invented attribute, a judgement, a story)."""
+        selfref = _self_references(tokens)
+        if selfref:
+            problems.append(
+                Problem(
+                    "self_reference",
+                    f"it says '{selfref[0]}'; describe the image itself, not a "
+                    "map, page, screen or an image inside it",
+                )
+            )
+        filler = _filler_clause(spans)
+        if filler:
+            problems.append(
+                Problem("filler", f"it adds '{filler}', which says nothing about the image")
+            )
+        part = _part_of_whole(tokens)
+        if part:
+            problems.append(
+                Problem(
+                    "part_of_whole",
+                    f"it says '{part}', but the facts only say what the image shows, "
+                    "not what it is part of",
+                )
+            )
+        unknown: list[str] = []
+        read = _read_words()
+        for i, s in enumerate(spans):
+            if s.kind != "word" or " " in s.text:
+                continue
+            w = s.text
+            prev = spans[i - 1] if i > 0 else None
+            nxt = spans[i + 1].text if i + 1 < len(spans) else ""
+            if (
+                w in read
+                or w in MEDIA_WORDS
+                or w in IMAGE_NOUNS
+                or (w.endswith("'s") and w[:-2] in IMAGE_NOUNS)
+                or (w in UNIT_ADJECTIVES and prev is not None and prev.text in UNITS)
+                or (w in COMPOUND_HEADS and prev is not None and prev.kind == "mention")
+                or (w in VIEW_ADJECTIVES and nxt in IMAGE_NOUNS)
+                or (w == "bird's" and nxt == "eye")
+                or (w == "eye" and nxt in IMAGE_NOUNS)
+            ):
+                continue
+            if w not in unknown:
+                unknown.append(w)
+        if unknown:
+            said = ", ".join(f"'{w}'" for w in unknown[:5])
+            problems.append(
+                Problem("unsupported_detail", f"it says {said}, which the facts do not say")
+            )
+
 
 # -- helpers ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _read_words() -> frozenset[str]:
+    """Words that state nothing by themselves or that another check reads (positions, shares,
+    amounts, sizes, relations, units): the closed vocabulary besides the class terms."""
+    words = set(NEUTRAL_WORDS) | set(NUMBER_WORDS) | set(SIZE_WORDS) | set(UNITS)
+    for group in (REGION_WORDS, SHARE_WORDS, VAGUE, PROXIMITY, UNVERIFIABLE, COVER):
+        for key in group:
+            words.update(key)
+    return frozenset(words)
+
+
+def _sentence_starts(tokens: list[str]) -> set[int]:
+    starts = {0}
+    for i, t in enumerate(tokens):
+        if t in (".", "!", "?"):
+            starts.add(i + 1)
+    return starts
+
+
+def _self_references(tokens: list[str]) -> list[str]:
+    """Words for the image that name something other than this image: a map, page or screen,
+    an image inside it ("the image of a beach", "a scene of a scene"), its possessions."""
+    found: list[str] = []
+    starts = _sentence_starts(tokens)
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        base = tok[:-2] if tok.endswith("'s") else tok
+        if base in MEDIA_WORDS:
+            if base in VIEW_ADJECTIVES and nxt in IMAGE_NOUNS:
+                continue  # "a satellite view": the kind of image
+            found.append(" ".join(tokens[max(0, i - 2) : i + 1]))
+            continue
+        if base not in IMAGE_NOUNS:
+            continue
+        if tok.endswith("'s"):
+            found.append(tok)  # "the image's dirt tracks"
+            continue
+        j = i - 1
+        while j >= 0 and (
+            tokens[j] in VIEW_ADJECTIVES
+            or tokens[j] in ("whole", "entire", "eye", "bird's", "top", "down")
+        ):
+            j -= 1
+        det = tokens[j] if j >= 0 else ""
+        subject = (j + 1 in starts) or (det in DETERMINERS and j in starts)
+        if subject:
+            continue  # "An aerial image of farmland", "This image shows"
+        if j >= 1 and tokens[j - 1] in SHOW_VERBS and det in ("a", "an") and i == j + 1:
+            if nxt in ("of", "with", "showing", "featuring"):
+                continue  # "It shows a scene of dirt tracks": the image as a whole
+        if det in DEFINITE and nxt != "of":
+            continue  # "across the image", "in the top left of this image"
+        found.append(" ".join(t for t in tokens[max(0, j) : i + 2] if t.isalnum() or "'" in t))
+    return found
+
+
+def _filler_clause(spans: list[Span]) -> str | None:
+    """A relative clause ("which is a scene in itself", "that is a breathtaking sight") that
+    names no feature, position, share or number: it states nothing the stats could support."""
+    for i, s in enumerate(spans[:-1]):
+        if s.text not in RELATIVE or spans[i + 1].text not in BE_VERBS:
+            continue
+        j = i + 2
+        while j < len(spans) and spans[j].kind != "punct" and spans[j].text not in RELATIVE:
+            j += 1
+        clause = spans[i:j]
+        if not any(x.kind in ("mention", "region", "share", "number", "vague") for x in clause):
+            return " ".join(x.text for x in clause)
+    return None
+
+
+def _part_of_whole(tokens: list[str]) -> str | None:
+    """ "a small part of a nature reserve", "a piece of a large country": the tile as a part of
+    something larger, which no tag says ("most of the image", "covering part of it" are shares)."""
+    skip = DETERMINERS | VIEW_ADJECTIVES | {"whole", "entire", "larger", "bigger", "wider", "vast",
+                                            "large", "big", "small", "huge"}
+    for i, tok in enumerate(tokens[:-2]):
+        if tok not in PART_NOUNS or tokens[i + 1] != "of":
+            continue
+        j = i + 2
+        while j < len(tokens) and tokens[j] in skip:
+            j += 1
+        head = tokens[j] if j < len(tokens) else ""
+        dets = set(tokens[i + 2 : j])
+        if head in IMAGE_NOUNS and dets & {"the", "this"}:
+            continue
+        if head in ("it", "them") and set(tokens[max(0, i - 4) : i]) & COVER_VERBS:
+            continue
+        if head in ("it", "them") and i > 0 and tokens[i - 1] in ("the", "top", "bottom", "left",
+                                                                    "right", "upper", "lower"):
+            continue  # "the top part of it"
+        return " ".join(tokens[max(0, i - 1) : j + 1])
+    return None
 def _appositions(spans: list[Span]) -> list[tuple[Span, Span]]:
     """Pairs (A, B) in "A, which is (a) B" / "A is a B": the caption says A is B."""
     pairs = []
@@ -720,6 +947,25 @@ def _share_cells(a: Span, b: Span) -> bool:
         or set(x.get("cells") or []) & set(y.get("cells") or [])
         for x in a.tags
         for y in b.tags
+    )
+
+
+def _own_tags(m: Span) -> list[Tag]:
+    """The tags a mention names most directly: its own phrase, or the generic ``=yes`` tag."""
+    return [
+        t for t in m.tags if m.text in (t["phrase"], t.get("plural")) or t.get("value") == "yes"
+    ]
+
+
+def _mapped_twice(tags: list[Tag]) -> bool:
+    """One object mapped under two keys (amenity=school and building=school): "a school"."""
+    return len({t.get("key") for t in tags}) > 1 and min(t["visible_count"] for t in tags) == 1
+
+
+def _crosses(line: Span, area: Span) -> bool:
+    """A line that runs across the tile crosses an area covering a large part of it."""
+    return all(_is_line(t) and _position_ok(ACROSS, t) for t in line.tags) and (
+        sum(t["area_share"] for t in area.tags) >= 0.2
     )
 
 

@@ -40,7 +40,9 @@ class ImageTransform:
     def decode(self, data: bytes) -> torch.Tensor:
         """Encoded image bytes (JPEG/PNG/...) -> (3, S, S) uint8; JPEGs are decoded at reduced
         scale when that is still at least ``size`` (much faster for large tiles)."""
-        img = Image.open(io.BytesIO(data))
+        from rsdata.imaging import open_image
+
+        img = open_image(data, "image")
         if img.format == "JPEG":
             img.draft("RGB", (self.size, self.size))
         return self.to_uint8(img)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,30 +30,37 @@ from typing import Any
 
 import numpy as np
 import shapely
-from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely import STRtree
-from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from rsdata.errors import InputError
 from rsdata.osm.cache import SUFFIX as CACHE_SUFFIX
 from rsdata.osm.cache import read_cache, write_cache
-from rsdata.osm.coverage import coverage_of, declared_coverage, tile_polygon_wgs84
+from rsdata.osm.coverage import declared_coverage
 from rsdata.osm.features import FeatureSet
 from rsdata.osm.readers import ClassMap, class_value, read_source
+from rsdata.osm.tilejoin import (
+    CELL_MIN_SHARE,
+    CELL_WORDS,
+    TagTable,
+    Thresholds,
+    Tiles,
+    aggregate,
+    clip_and_measure,
+    coverage_many,
+    objects,
+    tiles_wgs84,
+)
 from rsdata.osm.vocabulary import Phrase, Vocabulary, VocabularyError
 from rsdata.sample import Sample
 from rsdata.stage import RunContext, Stage
 from rsdata.stats import StageStats
 
-ROWS = ("top", "middle", "bottom")
-COLS = ("left", "center", "right")
-CELL_WORDS = [[f"{r} {c}" for c in COLS] for r in ROWS]
-CELL_WORDS[0][1], CELL_WORDS[1][0], CELL_WORDS[1][1], CELL_WORDS[1][2], CELL_WORDS[2][1] = (
-    "top", "left", "center", "right", "bottom")
-CELL_MIN_SHARE = 0.05  # a cell counts as covered when it holds at least 5% of the tag's extent
+__all__ = ["CELL_MIN_SHARE", "CELL_WORDS", "OsmJoin", "position_words", "source_id"]
+# samples a worker buffers before joining them together (a partition, or this many of it)
+BATCH = 256
 # When one feature carries several feature tags (a reserve tagged leisure=nature_reserve and
 # landuse=conservation), the first key here names it in captions; the others are kept in the stats.
 KEY_PRIORITY = ("building", "aeroway", "railway", "highway", "waterway", "water", "natural",
@@ -95,6 +102,8 @@ class _Index:
     tree: STRtree
     geometries: np.ndarray
     tags: list[list[tuple[str, str, Phrase]]]
+    table: TagTable  # the same tags as arrays, plus ids, name/ref and visible attributes
+    geographic: bool  # the CRS is geographic (object boxes in degrees)
 
 
 def source_id(spec: Mapping[str, Any]) -> str:
@@ -127,6 +136,9 @@ class OsmJoin(Stage):
         self.min_line: float = mp.get("line", 8)
         self.min_point: float | None = mp.get("point")
         self.drop_empty: bool = self.config.get("drop_without_visible", False)
+        # keep the visible clipped objects (meta["osm"]["objects"]): asked by the recipe, or by
+        # a later stage that reads them (RunContext.keep_objects, set in prepare)
+        self.keep_objects: bool = bool(self.config.get("keep_objects", False))
         self.cache_path: str | None = None
         self.source_ids: list[str] = []
         self.init_lazy()
@@ -221,12 +233,14 @@ class OsmJoin(Stage):
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
         if self.config.get("vocabulary"):
             self.config["vocabulary"] = str(ctx.resolve(self.config["vocabulary"]))
+        self.keep_objects = bool(self.config.get("keep_objects", False) or ctx.keep_objects)
         footprints = [tuple(float(v) for v in b) for b in ctx.footprints_wgs84]
         bbox = _union_bbox(footprints)
         maps, _ = self.class_maps()
         keep = self.keys()
         self._check_class_tags(maps)
-        ident = hashlib.sha256(json.dumps({"cfg": _jsonable(self.config), "bbox": bbox, "keys": sorted(keep),
+        cfg = {k: v for k, v in self.config.items() if k != "keep_objects"}  # not in the cache
+        ident = hashlib.sha256(json.dumps({"cfg": _jsonable(cfg), "bbox": bbox, "keys": sorted(keep),
                                            "files": [_file_ident(p) for p in self.input_files(ctx)]},
                                           sort_keys=True, default=str).encode()).hexdigest()[:16]
         cache = ctx.state_dir / f"osm-{ident}{CACHE_SUFFIX}"
@@ -239,7 +253,9 @@ class OsmJoin(Stage):
             write_cache(cache, features, extra)
         else:
             features, extra = loaded
-        self._lazy_data = (features, extra)
+        # workers (and this object, on first use) read the cache file: the driver keeps no copy
+        self._lazy_data = None
+        self._lazy_indexes = {}
         self._lazy_coverage = None
         self.cache_path = str(cache)
         # the report (manifest) gets the facts, not the coverage polygons themselves
@@ -353,12 +369,12 @@ class OsmJoin(Stage):
             self._lazy_coverage = (covers, union)
         return self._lazy_coverage
 
-    def _tile_wgs84(self, crs_text: str, corners: list[tuple[float, float]]) -> BaseGeometry:
+    def _to_wgs84(self, crs_text: str) -> Transformer | None:
         if crs_text not in self._lazy_to_wgs84:
             crs = CRS.from_user_input(crs_text)
             self._lazy_to_wgs84[crs_text] = (None if crs.to_epsg() == 4326 else
                                              Transformer.from_crs(crs, "EPSG:4326", always_xy=True))
-        return tile_polygon_wgs84(self._lazy_to_wgs84[crs_text], np.array(corners, dtype=float))
+        return self._lazy_to_wgs84[crs_text]
 
     def _index(self, crs_text: str) -> _Index:
         index = self._lazy_indexes.get(crs_text)
@@ -367,8 +383,8 @@ class OsmJoin(Stage):
         features, _ = self._data()
         vocab = self.vocabulary()
         keys = self.keys()
-        geoms, tag_lists = [], []
-        for geom, tags in zip(features.geometries, features.tags):
+        geoms, tag_lists, raw_tags, fids = [], [], [], []
+        for geom, tags, fid in zip(features.geometries, features.tags, features.ids):
             entries = []
             for k, v in tags.items():
                 if k not in keys:
@@ -380,6 +396,8 @@ class OsmJoin(Stage):
                 entries.sort(key=lambda e: _priority(e[0]))
                 geoms.append(geom)
                 tag_lists.append(entries)
+                raw_tags.append(tags)
+                fids.append(fid)
         garr = np.array(geoms, dtype=object)
         crs = CRS.from_user_input(crs_text)
         if garr.size and crs.to_epsg() != 4326:
@@ -388,14 +406,26 @@ class OsmJoin(Stage):
             bad = ~shapely.is_valid(garr)
             if bad.any():
                 garr[bad] = shapely.make_valid(garr[bad])
-        index = _Index(tree=STRtree(garr), geometries=garr, tags=tag_lists)
+        index = _Index(tree=STRtree(garr), geometries=garr, tags=tag_lists,
+                       table=TagTable.build(tag_lists, raw_tags, fids),
+                       geographic=bool(crs.is_geographic))
         self._lazy_indexes[crs_text] = index
         return index
 
     def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        # a partition's samples are joined together (up to BATCH at a time), then go on in order
+        batch: list[Sample] = []
         for sample in samples:
             stats.n_in += 1
-            osm = self.join(sample)
+            batch.append(sample)
+            if len(batch) >= BATCH:
+                yield from self._emit(batch, stats)
+                batch = []
+        if batch:
+            yield from self._emit(batch, stats)
+
+    def _emit(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+        for sample, osm in zip(batch, self.join_many(batch)):
             sample.meta["osm"] = osm
             if self.drop_empty and not any(t["visible"] for t in osm["tags"]):
                 stats.drop("no_visible_osm_tags")
@@ -405,129 +435,40 @@ class OsmJoin(Stage):
 
     def join(self, sample: Sample) -> dict[str, Any]:
         """The OSM statistics of one tile (the ``osm`` member of its json)."""
-        geo = sample.meta["geo"]
-        index = self._index(geo["crs"])
-        width, height = geo["size"]
-        transform = Affine(*geo["transform"])
-        inv = ~transform
-        corners = [transform @ xy for xy in ((0, 0), (width, 0), (width, height), (0, height))]
-        tile = shapely.Polygon(corners)
-        covers, union = self._coverage()
-        coverage = coverage_of(self._tile_wgs84(geo["crs"], corners), covers, union)
-        gx, gy = geo["gsd_xy_m"]
-        px_area_m2 = gx * gy
-        px_len_m = float(np.sqrt(gx * gy))
-        hits = np.sort(index.tree.query(tile, predicate="intersects"))
-        agg: dict[tuple[str, str], dict[str, Any]] = {}
-        members: dict[tuple[str, str], list[int]] = defaultdict(list)
-        # vectorised over the features that touch the tile: to tile pixels, clip, measure
-        clipped = shapely.intersection(
-            _to_pixels(index.geometries[hits], inv), box(0, 0, width, height)) if len(hits) else np.array([])
-        kinds = [_kind(g) for g in clipped]
-        areas = shapely.area(clipped) if len(hits) else np.array([])
-        lengths = shapely.length(clipped) if len(hits) else np.array([])
-        weights = _cell_weights(clipped, kinds, width, height)
-        n_features = 0
-        for j, (i, kind) in enumerate(zip(hits.tolist(), kinds)):
-            if kind is None:
-                continue
-            n_features += 1
-            visible = ((kind == "polygon" and areas[j] >= self.min_polygon)
-                       or (kind == "line" and lengths[j] >= self.min_line)
-                       or (kind == "point" and self.min_point is not None))
-            for rank, (key, value, phrase) in enumerate(index.tags[i]):
-                entry = agg.get((key, value))
-                if entry is None:
-                    entry = agg[(key, value)] = {
-                        "key": key, "value": value, "phrase": phrase.singular,
-                        "plural": phrase.plural, "mass": phrase.mass, "category": phrase.category,
-                        "count": 0, "visible_count": 0, "primary_count": 0,
-                        "geom_types": Counter()}
-                    if phrase.plural_verb:
-                        entry["plural_verb"] = True
-                entry["count"] += 1
-                entry["primary_count"] += int(rank == 0)
-                entry["visible_count"] += int(visible)
-                entry["geom_types"][kind] += 1
-                members[(key, value)].append(j)
-        tags = []
-        for tag, entry in agg.items():
-            js = members[tag]
-            polys = [j for j in js if kinds[j] == "polygon"]
-            # overlapping polygons of one tag (duplicated landuse) must not count twice
-            area_px = (shapely.union_all(clipped[polys]).area if len(polys) > 1
-                       else float(sum(areas[j] for j in polys)))
-            length_px = float(sum(lengths[j] for j in js if kinds[j] == "line"))
-            position, covered = position_words(weights[js].sum(axis=0).reshape(3, 3))
-            entry.update({
-                "tag": f"{tag[0]}={tag[1]}",
-                "visible": entry["visible_count"] > 0,
-                "primary": entry.pop("primary_count") > 0,
-                "area_m2": round(area_px * px_area_m2, 1),
-                "area_share": round(min(1.0, area_px / (width * height)), 4),
-                "length_m": round(length_px * px_len_m, 1),
-                "position": position,
-                "cells": covered,
-                "geom_types": dict(sorted(entry["geom_types"].items())),
-            })
-            tags.append(entry)
-        tags.sort(key=lambda t: (not t["visible"], -t["area_share"], -t["length_m"], -t["count"], t["tag"]))
-        return {"sources": self.source_ids, "n_features": n_features, "tags": tags,
-                "coverage": coverage,
-                "min_pixels": {"polygon": self.min_polygon, "line": self.min_line, "point": self.min_point}}
+        return self.join_many([sample])[0]
 
-
-def _to_pixels(geoms: np.ndarray, inv: Affine) -> np.ndarray:
-    """CRS coordinates -> tile pixel coordinates, for an array of geometries at once."""
-    m = np.array([[inv.a, inv.d], [inv.b, inv.e]])
-    offset = np.array([inv.xoff, inv.yoff])
-    return shapely.transform(geoms, lambda xy: xy @ m + offset)
-
-
-def _cell_weights(clipped: np.ndarray, kinds: list[str | None], width: int, height: int) -> np.ndarray:
-    """(n, 9): how much of each clipped feature lies in each 3x3 cell (area, length or 1 for points).
-
-    Most features (buildings, short ways) lie inside one cell: their whole measure goes there
-    from their bounding box alone; only features that cross cell borders are intersected.
-    """
-    n = len(clipped)
-    out = np.zeros((n, 9))
-    if not n:
+    def join_many(self, samples: list[Sample]) -> list[dict[str, Any]]:
+        """The OSM statistics of many tiles, computed together (see rsdata.osm.tilejoin):
+        one index query, one clip and one measuring pass for all of them."""
+        by_crs: dict[str, list[int]] = defaultdict(list)
+        for i, sample in enumerate(samples):
+            by_crs[sample.meta["geo"]["crs"]].append(i)
+        out: list[dict[str, Any]] = [{} for _ in samples]
+        for crs_text, which in by_crs.items():
+            joined = self._join_crs(crs_text, [samples[i].meta["geo"] for i in which])
+            for i, osm in zip(which, joined):
+                out[i] = osm
         return out
-    kind = np.array([k or "" for k in kinds])
-    measure = np.where(kind == "polygon", shapely.area(clipped),
-                       np.where(kind == "line", shapely.length(clipped), (kind == "point").astype(float)))
-    bounds = shapely.bounds(clipped)
-    col0 = np.clip((bounds[:, 0] * 3 // width), 0, 2).astype(int)
-    col1 = np.clip((bounds[:, 2] * 3 // width), 0, 2).astype(int)
-    row0 = np.clip((bounds[:, 1] * 3 // height), 0, 2).astype(int)
-    row1 = np.clip((bounds[:, 3] * 3 // height), 0, 2).astype(int)
-    single = (col0 == col1) & (row0 == row1)
-    out[np.flatnonzero(single), (row0 * 3 + col0)[single]] = measure[single]
-    cross = np.flatnonzero(~single)
-    if len(cross):
-        xs = np.arange(3) * width / 3
-        ys = np.arange(3) * height / 3
-        cells = shapely.box(np.tile(xs, 3), np.repeat(ys, 3), np.tile(xs, 3) + width / 3,
-                            np.repeat(ys, 3) + height / 3)
-        parts = shapely.intersection(clipped[cross][:, None], cells[None, :])
-        k = kind[cross][:, None]
-        out[cross] = np.where(k == "polygon", shapely.area(parts),
-                              np.where(k == "line", shapely.length(parts),
-                                       (~shapely.is_empty(parts)).astype(float)))
-    return out
 
-
-def _kind(geom: Any) -> str | None:
-    """polygon / line / point for a clipped geometry (collections: the highest dimension)."""
-    dim = shapely.get_dimensions(geom)
-    if dim == 2 and geom.area > 0:
-        return "polygon"
-    if dim >= 1 and geom.length > 0:
-        return "line"
-    if dim >= 0 and not geom.is_empty:
-        return "point"
-    return None
+    def _join_crs(self, crs_text: str, geos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        index = self._index(crs_text)
+        tiles = Tiles(geos)
+        covers, union = self._coverage()
+        wgs84 = tiles_wgs84(tiles.corners, self._to_wgs84(crs_text))
+        coverage = coverage_many(wgs84, covers, union)
+        pairs = clip_and_measure(index.tree, index.geometries, tiles,
+                                 Thresholds(self.min_polygon, self.min_line, self.min_point))
+        stats = aggregate(pairs, index.table, tiles)
+        objs = objects(pairs, index.table, tiles, index.geographic) if self.keep_objects else None
+        min_pixels = {"polygon": self.min_polygon, "line": self.min_line, "point": self.min_point}
+        out = []
+        for t, (n_features, tags) in enumerate(stats):
+            osm = {"sources": list(self.source_ids), "n_features": n_features, "tags": tags,
+                   "coverage": coverage[t], "min_pixels": dict(min_pixels)}
+            if objs is not None:
+                osm["objects"] = objs[t]
+            out.append(osm)
+        return out
 
 
 def _union_bbox(bounds: list[tuple[float, float, float, float]], margin: float = 0.001

@@ -1,9 +1,11 @@
 """Read OpenStreetMap features from files or from Overpass into a :class:`FeatureSet`.
 
 Vector files (GeoPackage, GeoJSON, Shapefile, FlatGeobuf ...) are read with geopandas/pyogrio,
-one layer at a time, with OSM tags taken from the attribute columns; ``.osm``/``.osm.pbf``
-files go through pyosmium (see ``osm_file``); Overpass goes through osmnx and is only used when
-the recipe allows the network. Every geometry is checked: empty ones are dropped, invalid ones
+one layer at a time and in any CRS (the run's WGS84 bbox is turned into each layer's CRS for
+the prefilter, then the features are reprojected to WGS84), with OSM tags taken from the
+attribute columns, or from a class column through a ``classes`` map (labelled layers);
+``.osm``/``.osm.pbf`` files go through pyosmium (see ``osm_file``); Overpass goes through osmnx
+and is only used when the recipe allows the network. Every geometry is checked: empty ones are dropped, invalid ones
 repaired with ``make_valid`` (or dropped when nothing is left), and each case is counted.
 """
 
@@ -299,6 +301,9 @@ def read_source(spec: dict[str, Any], path: Path | None, bbox: BBox | None,
     """Read one ``osm_join`` source of a recipe (``crs``, ``layers`` from ``spec``); the
     result knows its CRS and data extent (see :class:`FeatureSet`)."""
     if spec.get("overpass"):
+        if classes is not None:
+            raise InputError("class_column applies to vector layers with a class column, not to "
+                             "Overpass (its OSM tags are used as they are)")
         if bbox is None or keep_keys is None:
             raise InputError("an Overpass source needs the rasters' bounds and the OSM keys to ask for")
         fs = read_overpass(bbox, keep_keys)
