@@ -548,25 +548,28 @@ def spine_breakdown(tif: Path, geojson: Path, work: Path, gsd: float, max_tiles:
         # warm-up (a worker's first partition): builds the index, first calls of each code path
         for _ in osm(iter(samples[:DEFAULT_PARTITION_SIZE]), StageStats("osm_join")):
             pass
-        t = time.perf_counter()
-        # as a worker runs it: the stage over an iterator of samples (joined per partition)
-        for i in range(0, n, DEFAULT_PARTITION_SIZE):
-            for _ in osm(iter(samples[i:i + DEFAULT_PARTITION_SIZE]), StageStats("osm_join")):
-                pass
-        t_join = time.perf_counter() - t
+        def join_all(repeats: int = 3) -> tuple[float, float]:
+            """Best wall and CPU seconds of the stage over all samples, as a worker runs it (an
+            iterator of samples, joined per partition)."""
+            walls, cpus = [], []
+            for _ in range(repeats):
+                t, c = time.perf_counter(), time.process_time()
+                for i in range(0, n, DEFAULT_PARTITION_SIZE):
+                    chunk = samples[i:i + DEFAULT_PARTITION_SIZE]
+                    for _ in osm(iter(chunk), StageStats("osm_join")):
+                        pass
+                walls.append(time.perf_counter() - t)
+                cpus.append(time.process_time() - c)
+            return min(walls), min(cpus)
+
+        t_join, c_join = join_all()
         # the same without per-object geometry (kept only when a stage or the recipe asks)
         keep = bool(getattr(osm, "keep_objects", False))
         osm.keep_objects = False
-        t = time.perf_counter()
-        for i in range(0, n, DEFAULT_PARTITION_SIZE):
-            for _ in osm(iter(samples[i:i + DEFAULT_PARTITION_SIZE]), StageStats("osm_join")):
-                pass
-        t_join_stats = time.perf_counter() - t
+        t_join_stats, c_join_stats = join_all()
         osm.keep_objects = keep
         if keep:  # the captions read the objects: give them back
-            for i in range(0, n, DEFAULT_PARTITION_SIZE):
-                for _ in osm(iter(samples[i:i + DEFAULT_PARTITION_SIZE]), StageStats("osm_join")):
-                    pass
+            join_all(1)
         cap_cfg = plan.recipe.stages[1]
         t = time.perf_counter()
         for smp in samples:
@@ -591,6 +594,7 @@ def spine_breakdown(tif: Path, geojson: Path, work: Path, gsd: float, max_tiles:
         ms = 1000.0 / n
         return {"tiles": n, "tile_stage_ms": t_tile * ms, "osm_join_ms": t_join * ms,
                 "osm_join_objects_kept": float(keep), "of_which_stats_only_ms": t_join_stats * ms,
+                "osm_join_cpu_ms": c_join * ms, "of_which_stats_only_cpu_ms": c_join_stats * ms,
                 "captions_ms": t_cap * ms, "shard_write_ms": t_write * ms,
                 "of_which_schema_validate_ms": t_val * ms, "of_which_to_wds_json_ms": t_wds * ms}
     finally:
@@ -790,7 +794,7 @@ def measure_a(tif: Path, geojson: Path, work: Path, windows: list[Any], repeats:
         log(f"(a) rep {rep + 1}: spine without osm/captions {bare_runs[-1]['tiles_per_s']:.1f} tiles/s")
     floor, full, bare = best(floor_runs), best(full_runs), best(bare_runs)
     out: dict[str, Any] = {
-        "floor": floor, "spine": full, "spine_bare": bare,
+        "floor": floor, "spine": full, "spine_bare": bare, "floor_runs": floor_runs,
         "ratio_spine_floor": full["tiles_per_s"] / floor["tiles_per_s"],
         "ratio_bare_floor": bare["tiles_per_s"] / floor["tiles_per_s"],
         "ratio_spine_floor_cpu": (max(r["tiles_per_cpu_s"] for r in full_runs)
@@ -800,7 +804,8 @@ def measure_a(tif: Path, geojson: Path, work: Path, windows: list[Any], repeats:
     steps = spine_breakdown(tif, geojson, work, GSD, n_break)
     floor_share = read_encode_ms(tif, windows[:n_break])
     order = ["tiles", "tile_stage_ms", "of_which_read_mask_jpeg_ms", "osm_join_ms",
-             "osm_join_objects_kept", "of_which_stats_only_ms", "captions_ms",
+             "osm_join_objects_kept", "of_which_stats_only_ms", "osm_join_cpu_ms",
+             "of_which_stats_only_cpu_ms", "captions_ms",
              "shard_write_ms", "of_which_schema_validate_ms", "of_which_to_wds_json_ms"]
     steps["of_which_read_mask_jpeg_ms"] = floor_share
     out["breakdown_ms_per_tile"] = {k: steps[k] for k in order if k in steps}
@@ -873,11 +878,22 @@ def build_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             if k.endswith("_ms"):
                 name = k.removesuffix("_ms").replace("_", " ")
                 rows.append(row(f"(a) step by step, {name} [ms/tile]", v, "{:.2f}"))
-        join_ratio = steps["osm_join_ms"] / (1000 / a["floor"]["tiles_per_s"])
         kept = "with" if steps.get("osm_join_objects_kept") else "without"
-        rows.append(row(f"(a) osm_join ({kept} per-object geometry) / floor, time per tile",
-                        join_ratio, "{:.2f}", f"<= {TARGETS['join_vs_floor']}",
-                        join_ratio <= TARGETS["join_vs_floor"]))
+        # the join's time per tile over the floor's (best runs); by CPU time too, which other
+        # processes on a shared machine disturb less
+        floor_ms = 1000 / a["floor"]["tiles_per_s"]
+        floor_cpu_ms = 1000 / max(r["tiles_per_cpu_s"] for r in a["floor_runs"])
+        for label, join_ms, base in (("wall", "osm_join_ms", floor_ms),
+                                     ("CPU", "osm_join_cpu_ms", floor_cpu_ms)):
+            ratio = steps[join_ms] / base
+            rows.append(row(f"(a) osm_join ({kept} per-object geometry) / floor, {label} time "
+                            "per tile", ratio, "{:.2f}", f"<= {TARGETS['join_vs_floor']}",
+                            ratio <= TARGETS["join_vs_floor"]))
+        if "of_which_stats_only_cpu_ms" in steps:
+            ratio = steps["of_which_stats_only_cpu_ms"] / floor_cpu_ms
+            rows.append(row("(a) osm_join statistics only / floor, CPU time per tile", ratio,
+                            "{:.2f}", f"<= {TARGETS['join_vs_floor']}",
+                            ratio <= TARGETS["join_vs_floor"]))
         if "resampled" in a:
             ar = a["resampled"]
             rows += [

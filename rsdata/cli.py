@@ -68,6 +68,7 @@ EXTRA_COMMANDS: list[str] = [
     "rsdata.commands.train_eval",
     "rsdata.commands.annotate",
     "rsdata.commands.export",
+    "rsdata.commands.synth",
 ]
 
 

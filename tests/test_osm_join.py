@@ -327,14 +327,21 @@ def test_objects_only_when_asked(tmp_path: Path) -> None:
     assert stage.cache_path == plain.cache_path  # the feature cache does not depend on it
 
 
-def test_a_partition_is_joined_together_in_order(tmp_path: Path) -> None:
-    rows = [(rect(5, 5, 15, 15), {"building": "yes"}), (rect(205, 5, 215, 15), {"building": "yes"})]
+@pytest.mark.parametrize("batch", [2, 64])
+def test_a_partition_is_joined_together_in_order(tmp_path: Path, batch: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsdata.osm import join as join_module
+
+    monkeypatch.setattr(join_module, "BATCH", batch)
+    rows = [(rect(5, 5, 15, 15), {"building": "yes"}), (rect(205, 5, 215, 15), {"building": "yes"}),
+            (rect(305, 5, 315, 15), {"building": "yes"})]
     stage, _ = make_stage(tmp_path, write_osm(tmp_path / "p.geojson", rows), drop_without_visible=True)
-    samples = [tile_sample(f"t_{i}_0", transform=Affine(1.0, 0, X0 + 100 * i, 0, -1.0, Y0)) for i in range(3)]
+    samples = [tile_sample(f"t_{i}_0", transform=Affine(1.0, 0, X0 + 100 * i, 0, -1.0, Y0))
+               for i in range(5)]
     stats = StageStats("osm_join")
     out = list(stage(iter(samples), stats))
-    assert [s.key for s in out] == ["t_0_0", "t_2_0"]
-    assert stats.n_in == 3 and stats.n_out == 2 and stats.dropped["no_visible_osm_tags"] == 1
+    assert [s.key for s in out] == ["t_0_0", "t_2_0", "t_3_0"]
+    assert stats.n_in == 5 and stats.n_out == 3 and stats.dropped["no_visible_osm_tags"] == 2
     assert [s.meta["osm"] for s in out] == [stage.join(s) for s in out]
 
 
