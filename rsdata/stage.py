@@ -80,6 +80,29 @@ class Stage:
         self.init_lazy()
 
 
+class BatchStage(Stage):
+    """A stage that works on batches of a partition's samples: up to :attr:`batch_size` at a
+    time go to :meth:`process_batch`, which yields them (or fewer) in order. For stages whose
+    per-sample work vectorises (a bulk spatial query, a model forward pass)."""
+
+    batch_size: ClassVar[int] = 64
+
+    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
+        batch: list[Sample] = []
+        for sample in samples:
+            stats.n_in += 1
+            batch.append(sample)
+            if len(batch) >= self.batch_size:
+                yield from self.process_batch(batch, stats)
+                batch = []
+        if batch:
+            yield from self.process_batch(batch, stats)
+
+    def process_batch(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+        """Yield the samples of ``batch`` that go on (count ``stats.n_out`` and drops here)."""
+        raise NotImplementedError
+
+
 # stage type -> "module:Class"; imported only when a recipe uses the stage
 STAGES: dict[str, str] = {
     "osm_join": "rsdata.osm.join:OsmJoin",

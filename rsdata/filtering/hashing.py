@@ -14,7 +14,6 @@ Hashes are ``uint64``; :func:`hamming` counts differing bits.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import lru_cache
 from collections.abc import Callable

@@ -31,7 +31,7 @@ from rsdata.filtering.fingerprints import FingerprintBuilder
 from rsdata.filtering.leakage import EvalIndex, EvalSpec, build_eval_index, find_leaks, folder_images
 from rsdata.sample import Sample
 from rsdata.settings import from_config
-from rsdata.stage import RunContext, Stage
+from rsdata.stage import BatchStage, RunContext
 from rsdata.stats import StageStats
 
 BATCH = 64
@@ -78,8 +78,9 @@ def _listing_ident(specs: list[EvalSpec]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class FilterStage(Stage):
+class FilterStage(BatchStage):
     name = "filter"
+    batch_size: ClassVar[int] = BATCH
     settings_class: ClassVar[type | None] = FilterStageSettings
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -151,7 +152,7 @@ class FilterStage(Stage):
             stats.extra[f"leak_{leak.kind}"] += 1
         return set(leaks)
 
-    def _process(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+    def process_batch(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
         leaked = self._leaked(batch, stats) if self.leakage else set()
         for i, sample in enumerate(batch):
             if i in leaked:
@@ -168,14 +169,3 @@ class FilterStage(Stage):
                     continue
             stats.n_out += 1
             yield sample
-
-    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
-        batch: list[Sample] = []
-        for sample in samples:
-            stats.n_in += 1
-            batch.append(sample)
-            if len(batch) >= BATCH:
-                yield from self._process(batch, stats)
-                batch = []
-        if batch:
-            yield from self._process(batch, stats)

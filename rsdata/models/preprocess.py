@@ -8,7 +8,6 @@ float). Calling the transform does both for one image.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np

@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import shapely
@@ -60,7 +60,7 @@ from rsdata.osm.tilejoin import (
 )
 from rsdata.osm.vocabulary import Phrase, Vocabulary, VocabularyError
 from rsdata.sample import Sample
-from rsdata.stage import RunContext, Stage
+from rsdata.stage import BatchStage, RunContext
 from rsdata.stats import StageStats
 
 __all__ = ["CELL_MIN_SHARE", "CELL_WORDS", "KEY_PRIORITY", "OsmJoin", "position_words", "source_id"]
@@ -132,8 +132,9 @@ def _guess_plural_verb(phrase: str) -> bool:
     return last.endswith("s") and not last.endswith(("ss", "us", "is", "ics"))
 
 
-class OsmJoin(Stage):
+class OsmJoin(BatchStage):
     name = "osm_join"
+    batch_size: ClassVar[int] = BATCH
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -418,19 +419,7 @@ class OsmJoin(Stage):
         self._lazy_indexes[crs_text] = index
         return index
 
-    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
-        # a partition's samples are joined together (up to BATCH at a time), then go on in order
-        batch: list[Sample] = []
-        for sample in samples:
-            stats.n_in += 1
-            batch.append(sample)
-            if len(batch) >= BATCH:
-                yield from self._emit(batch, stats)
-                batch = []
-        if batch:
-            yield from self._emit(batch, stats)
-
-    def _emit(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+    def process_batch(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
         for sample, osm in zip(batch, self.join_many(batch)):
             sample.meta["osm"] = osm
             if self.drop_empty and not any(t["visible"] for t in osm["tags"]):

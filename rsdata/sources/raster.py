@@ -8,7 +8,6 @@ row, since a degree of longitude shrinks with latitude: every tile covers the sa
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
@@ -507,8 +506,6 @@ class RasterSource(Source):
         """A folder or glob of tiles: hash and check every tile (and its georeferencing
         sidecars), then read them through one VRT (see :mod:`rsdata.sources.mosaic`)."""
         import hashlib
-
-        from rsdata.inputs import sha256_file
 
         files = list_tiles(entry["path"], ctx.base_dir)
         records: list[InputRecord] = []

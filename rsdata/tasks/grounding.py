@@ -56,7 +56,7 @@ from rsdata.captions.rules import CaptionRules
 from rsdata.errors import RecipeError
 from rsdata.sample import Sample
 from rsdata.settings import from_config
-from rsdata.stage import Stage
+from rsdata.stage import BatchStage
 from rsdata.stats import StageStats
 from rsdata.tasks.objects import POSITION_REGIONS, Referent, Tile, build_tiles, crossing
 
@@ -288,10 +288,11 @@ def expressions(tile: Tile, settings: GroundingSettings, rng: random.Random
     return out
 
 
-class GroundingStage(Stage):
+class GroundingStage(BatchStage):
     """Adds ``meta["grounding"]`` and the ``boxes.json`` member (never drops a sample)."""
 
     name = "grounding"
+    batch_size: ClassVar[int] = BATCH
     settings_class: ClassVar[type | None] = GroundingSettings
     needs_objects: ClassVar[bool] = True
 
@@ -327,18 +328,7 @@ class GroundingStage(Stage):
             doc["note"] = "tile not wholly inside the OSM coverage: no expressions"
         return doc
 
-    def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
-        batch: list[Sample] = []
-        for sample in samples:
-            stats.n_in += 1
-            batch.append(sample)
-            if len(batch) >= BATCH:
-                yield from self._emit(batch, stats)
-                batch = []
-        if batch:
-            yield from self._emit(batch, stats)
-
-    def _emit(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
+    def process_batch(self, batch: list[Sample], stats: StageStats) -> Iterator[Sample]:
         tiles = build_tiles([(s.meta, s.key) for s in batch], "grounding", self.rules())
         for sample, tile in zip(batch, tiles):
             doc = self.ground(sample, tile)
