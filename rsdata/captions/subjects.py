@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import shapely
-from shapely.geometry import LineString, MultiLineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from rsdata.captions.rules import CaptionRules
+from rsdata.osm.objects import object_geometry as read_object_geometry
 
 LINE_WEIGHT = 0.1  # salience of a line as long as the tile is wide, in units of area share
 OBJECT_WEIGHT = 0.01  # ... of each separate object (a building), up to ten, on top of its area
@@ -123,29 +123,13 @@ def object_tags(obj: Mapping[str, Any]) -> set[str]:
 
 
 def object_geometry(obj: Mapping[str, Any]) -> BaseGeometry | None:
-    """An object's geometry in image pixels (x right, y down), from its ``pixels`` parts."""
+    """An object's geometry in image pixels (see :func:`rsdata.osm.objects.object_geometry`),
+    cached on the object for this call (the cache is stripped before anything is written)."""
     if "_geom" in obj:
         return obj["_geom"]  # type: ignore[no-any-return]
-    parts = obj.get("pixels") or []
-    kind = obj.get("geom") or obj.get("kind")
-    geom: BaseGeometry | None = None
-    try:
-        if kind == "polygon":
-            polys = [Polygon(p) for p in parts if len(p) >= 3]
-            polys = [p if p.is_valid else shapely.make_valid(p) for p in polys]
-            geom = shapely.union_all(polys) if polys else None
-        elif kind == "line":
-            lines = [LineString(p) for p in parts if len(p) >= 2]
-            geom = MultiLineString(lines) if len(lines) > 1 else (lines[0] if lines else None)
-        elif kind == "point":
-            pts = [Point(p) for part in parts for p in (part if part and isinstance(part[0], (list, tuple)) else [part])]
-            geom = MultiPoint(pts) if len(pts) > 1 else (pts[0] if pts else None)
-    except (ValueError, TypeError, shapely.errors.GEOSException):
-        geom = None
-    if geom is not None and geom.is_empty:
-        geom = None
+    geom = read_object_geometry(obj)
     if isinstance(obj, dict):
-        obj["_geom"] = geom  # cached for this call; stripped before anything is written
+        obj["_geom"] = geom
     return geom
 
 

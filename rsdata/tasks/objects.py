@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyproj
 import shapely
-from shapely.geometry import LineString, MultiLineString, MultiPoint, Point, Polygon
+from shapely.geometry import MultiLineString, MultiPoint
 from shapely.geometry.base import BaseGeometry
 
 from rsdata.captions.rules import CaptionRules
@@ -80,31 +80,6 @@ def require_objects(meta: Mapping[str, Any], key: str, stage: str) -> list[dict[
     if not isinstance(objects, list):
         raise MissingObjectsError(f"{stage}: sample {key}: meta['osm']['objects'] is not a list")
     return objects
-
-
-def object_geometry(obj: Mapping[str, Any]) -> BaseGeometry | None:
-    """An object's clipped geometry in image pixels (x right, y down) from its ``pixels``."""
-    parts = obj.get("pixels") or []
-    kind = obj.get("geom")
-    try:
-        if kind == "polygon":
-            polys = [Polygon(p) for p in parts if len(p) >= 3]
-            polys = [p if p.is_valid else shapely.make_valid(p) for p in polys]
-            geom = shapely.union_all(polys) if polys else None
-        elif kind == "line":
-            lines = [LineString(p) for p in parts if len(p) >= 2]
-            geom = MultiLineString(lines) if len(lines) > 1 else (lines[0] if lines else None)
-        elif kind == "point":
-            pts = [Point(xy) for part in parts for xy in
-                   (part if part and isinstance(part[0], (list, tuple)) else [part])]
-            geom = MultiPoint(pts) if len(pts) > 1 else (pts[0] if pts else None)
-        else:
-            geom = None
-    except (ValueError, TypeError, IndexError, shapely.errors.GEOSException):
-        geom = None
-    if geom is not None and geom.is_empty:
-        return None
-    return geom
 
 
 def measure(geom: BaseGeometry | None, kind: str) -> float:
