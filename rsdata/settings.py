@@ -46,3 +46,15 @@ def from_config(cls: type[T], config: dict[str, Any], what: str,
 
 def field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def with_schema_defaults(config: dict[str, Any], defs_name: str, type_name: str) -> dict[str, Any]:
+    """A stage entry with the defaults of ``$defs.<defs_name>`` in schemas/recipe.schema.json
+    filled in. A recipe run already has them; code and tests that build a stage from a partial
+    dict get the same values, so defaults still live in the schema only."""
+    from rsdata import schemas
+    from rsdata.recipe import apply_defaults
+
+    root = schemas.validator("recipe").schema
+    entry = copy.deepcopy({"type": type_name, **config})
+    return apply_defaults(entry, root["$defs"][defs_name], root)  # type: ignore[no-any-return]

@@ -65,7 +65,10 @@ def test_stage_defaults_live_in_the_schema_only(kind: str) -> None:
     for f in dataclasses.fields(cls):
         has_default = (f.default is not dataclasses.MISSING
                        or f.default_factory is not dataclasses.MISSING)
-        if "default" in props[f.name]:
+        prop = props[f.name]
+        section_defaults = (prop.get("type") == "object" and "properties" in prop
+                            and all("default" in p for p in prop["properties"].values()))
+        if "default" in prop or section_defaults:  # a section whose fields all have defaults
             assert not has_default, f"{kind}.{f.name}: its default belongs in the schema"
         elif f.name not in schema_section(kind).get("required", []):
             assert f.default is None, f"{kind}.{f.name}: no schema default, so None"

@@ -60,6 +60,7 @@ from rsdata.osm.tilejoin import (
 )
 from rsdata.osm.vocabulary import Phrase, Vocabulary, VocabularyError
 from rsdata.sample import Sample
+from rsdata.settings import from_config, with_schema_defaults
 from rsdata.stage import BatchStage, RunContext
 from rsdata.stats import StageStats
 
@@ -132,20 +133,46 @@ def _guess_plural_verb(phrase: str) -> bool:
     return last.endswith("s") and not last.endswith(("ss", "us", "is", "ics"))
 
 
+@dataclass(frozen=True)
+class MinPixels:
+    polygon: float
+    line: float
+    point: float | None = None
+
+
+@dataclass(frozen=True)
+class OsmJoinSettings:
+    """The ``osm_join`` stage's options, parsed once (schema defaults filled in)."""
+
+    sources: list[dict[str, Any]]
+    min_pixels: MinPixels
+    drop_without_visible: bool
+    allow_network: bool
+    keep_objects: bool
+    keys: list[str] | None = None
+    vocabulary: str | None = None
+    phrases: dict[str, Any] | None = None
+
+
 class OsmJoin(BatchStage):
     name = "osm_join"
     batch_size: ClassVar[int] = BATCH
+    settings_class: ClassVar[type | None] = OsmJoinSettings
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        mp = self.config.get("min_pixels", {})
-        self.min_polygon: float = mp.get("polygon", 16)
-        self.min_line: float = mp.get("line", 8)
-        self.min_point: float | None = mp.get("point")
-        self.drop_empty: bool = self.config.get("drop_without_visible", False)
+        resolved = with_schema_defaults(self.config, "osm_join", "osm_join")
+        self.settings = from_config(OsmJoinSettings, resolved, "osm_join",
+                                    nested={"min_pixels": MinPixels})
+        mp = self.settings.min_pixels
+        self.min_polygon: float = mp.polygon
+        self.min_line: float = mp.line
+        self.min_point: float | None = mp.point
+        self.drop_empty: bool = self.settings.drop_without_visible
         # keep the visible clipped objects (meta["osm"]["objects"]): asked by the recipe, or by
         # a later stage that reads them (RunContext.keep_objects, set in prepare)
-        self.keep_objects: bool = bool(self.config.get("keep_objects", False))
+        self.keep_objects: bool = self.settings.keep_objects
+        self.vocabulary_path: str | None = None  # resolved in prepare()
         self.cache_path: str | None = None
         self.source_ids: list[str] = []
         self.init_lazy()
@@ -162,7 +189,7 @@ class OsmJoin(BatchStage):
         """Per source its class map (or None), and the vocabulary overrides its phrases need."""
         maps: list[ClassMap | None] = []
         overrides: dict[str, Any] = {}
-        for i, spec in enumerate(self.config["sources"]):
+        for i, spec in enumerate(self.settings.sources):
             column, classes = spec.get("class_column"), spec.get("classes")
             where = f"osm_join.sources[{i}]"
             if column is None and classes is None:
@@ -206,10 +233,10 @@ class OsmJoin(BatchStage):
 
     def vocabulary(self, ctx_base: Path | None = None) -> Vocabulary:
         if self._lazy_vocab is None:
-            path = self.config.get("vocabulary")
+            path = self.vocabulary_path or self.settings.vocabulary
             vocab = Vocabulary.from_file(Path(path)) if path else Vocabulary.default()
-            if self.config.get("phrases"):
-                vocab = vocab.merged(self.config["phrases"])
+            if self.settings.phrases:
+                vocab = vocab.merged(self.settings.phrases)
             _, overrides = self.class_maps()
             if overrides:
                 try:
@@ -222,25 +249,26 @@ class OsmJoin(BatchStage):
     def keys(self) -> frozenset[str]:
         """OSM keys that make features: the recipe's ``keys`` (else every key the vocabulary
         knows), plus the keys the sources' ``classes`` map to."""
-        keys = self.config.get("keys")
+        keys = self.settings.keys
         base = frozenset(keys) if keys else self.vocabulary().keys()
         maps, _ = self.class_maps()
         extra = {k for m in maps if m for tags in m[1].values() for k in tags}
         return base | extra
 
     def input_files(self, ctx: RunContext) -> list[Path]:
-        files = [ctx.resolve(s["path"]) for s in self.config["sources"] if "path" in s]
-        files += [ctx.resolve(s["coverage"]) for s in self.config["sources"]
+        files = [ctx.resolve(s["path"]) for s in self.settings.sources if "path" in s]
+        files += [ctx.resolve(s["coverage"]) for s in self.settings.sources
                   if isinstance(s.get("coverage"), str)]
-        if self.config.get("vocabulary"):
-            files.append(ctx.resolve(self.config["vocabulary"]))
+        if self.settings.vocabulary:
+            files.append(ctx.resolve(self.settings.vocabulary))
         return files
 
     # -- driver side ----------------------------------------------------------------------------
     def prepare(self, ctx: RunContext) -> dict[str, Any]:
-        if self.config.get("vocabulary"):
-            self.config["vocabulary"] = str(ctx.resolve(self.config["vocabulary"]))
-        self.keep_objects = bool(self.config.get("keep_objects", False) or ctx.keep_objects)
+        if self.settings.vocabulary:
+            self.vocabulary_path = str(ctx.resolve(self.settings.vocabulary))
+            self._lazy_vocab = None
+        self.keep_objects = self.settings.keep_objects or ctx.keep_objects
         footprints = [tuple(float(v) for v in b) for b in ctx.footprints_wgs84]
         bbox = _union_bbox(footprints)
         maps, _ = self.class_maps()
@@ -295,8 +323,8 @@ class OsmJoin(BatchStage):
         features = FeatureSet(source="osm_join")
         per_source = []
         area = shapely.union_all([shapely.box(*b) for b in footprints]) if footprints else None
-        for i, spec in enumerate(self.config["sources"]):
-            if spec.get("overpass") and not self.config.get("allow_network"):
+        for i, spec in enumerate(self.settings.sources):
+            if spec.get("overpass") and not self.settings.allow_network:
                 raise InputError("osm_join: an Overpass source needs allow_network: true in the "
                                  "recipe (rsdata never goes online unless told to)")
             path = ctx.resolve(spec["path"]) if "path" in spec else None
