@@ -21,7 +21,6 @@ from rsdata.recipe import parse_recipe
 from rsdata.settings import field_names
 from rsdata.stage import STAGES, RunContext, Stage
 
-CONVERTED = {"llm_caption", "score", "filter"}  # osm_join, template_captions: converted elsewhere
 
 
 def stage_class(kind: str) -> type[Stage]:
@@ -32,9 +31,7 @@ def stage_class(kind: str) -> type[Stage]:
 def settings_class(kind: str) -> type:
     cls = stage_class(kind).settings_class
     if cls is None:
-        if kind in CONVERTED:
-            pytest.fail(f"stage {kind} has no settings_class")
-        pytest.skip(f"stage {kind} has no settings class yet")
+        pytest.fail(f"stage {kind} has no settings_class")
     return cls
 
 
@@ -81,7 +78,7 @@ MINIMAL = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(CONVERTED))
+@pytest.mark.parametrize("kind", sorted(MINIMAL))
 def test_stages_read_their_options_from_the_resolved_recipe(kind: str) -> None:
     config = resolved_stage(MINIMAL[kind])
     stage = stage_class(kind)(config)
