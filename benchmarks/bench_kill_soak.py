@@ -223,6 +223,8 @@ def trial(i: int, rng: random.Random, work: Path, recipe: Path, n_parts: int, re
         _, err = proc.communicate()
     rec["exit_s"] = round(time.monotonic() - signalled, 2)
     rec["traceback"] = "Traceback" in (err or "")
+    if rec["rc"] not in (0, 130, "hung") and err:
+        rec["error"] = [ln for ln in err.strip().splitlines() if ln.strip()][:3]
     # every process the run started must be gone shortly after the driver
     settle = time.monotonic() + SETTLE_S[kind]
     while alive(seen) and time.monotonic() < settle:

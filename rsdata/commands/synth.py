@@ -36,7 +36,7 @@ def cmd_train_synth(args: argparse.Namespace) -> int:
     cfg = TrainConfig(size=args.size, gsd=args.gsd, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, seed=args.seed, channels=channels,
                       layers_per_block=args.layers_per_block, attention=attention,
-                      prediction=args.prediction)
+                      prediction=args.prediction, patch=args.patch)
     if args.threads:
         import torch
 
@@ -77,8 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=_nonneg, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels", default="32,64,128,128",
-                   help="UNet block widths, one per resolution level (default 32,64,128,128)")
+    p.add_argument("--channels", default="64,128,128",
+                   help="UNet block widths, one per resolution level (default 64,128,128)")
+    p.add_argument("--patch", type=_positive, default=2,
+                   help="fold p x p pixels into channels before the UNet (default 2: ~4x cheaper steps)")
     p.add_argument("--layers-per-block", type=_positive, default=1)
     p.add_argument("--attention-levels", type=_nonneg, default=1,
                    help="self-attention in this many of the lowest-resolution levels (default 1)")

@@ -15,6 +15,7 @@ from rsdata.sources.base import Partition, PlanContext, Source, SourcePlan
 SOURCES: dict[str, str] = {
     "raster": "rsdata.sources.raster:RasterSource",
     "corpus": "rsdata.sources.corpus:CorpusSource",
+    "synthetic": "rsdata.sources.synthetic:SyntheticSource",
 }
 
 

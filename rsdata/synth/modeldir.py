@@ -86,7 +86,8 @@ def read_model_dir(path: Path) -> ModelDir:
             raise InputError(f"{path}: a {LAYOUT_PIPELINE} needs unet/config.json; the directory is "
                              "incomplete (train it again with rsdata train-synth)")
         cfg = _read_json(unet_cfg, "UNet config")
-        channels = int(cfg.get("in_channels", 0)) - int(cfg.get("out_channels", IMAGE_CHANNELS))
+        patch = int(data.get("patch_size", 1) or 1)
+        channels = (int(cfg.get("in_channels", 0)) - int(cfg.get("out_channels", IMAGE_CHANNELS))) // patch ** 2
         return ModelDir(path, class_name, components, "layout", channels, meta)
     if "controlnet" in components:
         return ModelDir(path, class_name, components, "controlnet", None, meta)
@@ -113,7 +114,7 @@ def check_conditioning(model: ModelDir, conditioning: str, where: str) -> None:
             if model.layout_channels != N_CLASSES:
                 raise InputError(
                     f"{where}: the model in {model.path} conditions on {model.layout_channels} layout "
-                    f"channel(s) (unet in_channels - out_channels), but the layout class map "
+                    f"channel(s) ((unet in_channels - out_channels) / patch_size^2), but the layout class map "
                     f"{LAYOUT_VERSION} has {N_CLASSES} ({', '.join(CLASSES)}). Retrain it on this "
                     "version's layouts: rsdata train-synth CORPUS --out DIR")
             classes = model.meta.get("layout", {}).get("classes")

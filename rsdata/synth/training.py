@@ -58,9 +58,10 @@ class TrainConfig:
     lr: float = 3e-4
     warmup: int = 50
     seed: int = 0
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (64, 128, 128)
     layers_per_block: int = 1
-    attention: tuple[bool, ...] = (False, False, False, True)
+    attention: tuple[bool, ...] = (False, False, True)
+    patch: int = 2
     timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction: str = "v_prediction"
@@ -213,8 +214,9 @@ class Trainer:
         self.device = _device(device)
         torch.manual_seed(cfg.seed)  # the initial weights
         self.unet = new_unet(cfg.size, tuple(cfg.channels), cfg.layers_per_block,
-                             tuple(cfg.attention)).to(self.device)
-        self.ema = new_unet(cfg.size, tuple(cfg.channels), cfg.layers_per_block, tuple(cfg.attention))
+                             tuple(cfg.attention), cfg.patch).to(self.device)
+        self.ema = new_unet(cfg.size, tuple(cfg.channels), cfg.layers_per_block, tuple(cfg.attention),
+                            cfg.patch)
         self.ema.load_state_dict(self.unet.state_dict())
         self.ema.to(self.device).requires_grad_(False)
         self.noise = DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule,
@@ -298,15 +300,18 @@ class Trainer:
     def train_step(self) -> float:
         import torch
 
+        from rsdata.synth.pipeline import fold
+
         cfg = self.cfg
         x0_np, lay_np = batch_arrays(self.pool, cfg, self.step)
         gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + self.step)
         x0 = torch.from_numpy(x0_np)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, cfg.timesteps, (x0.shape[0],), generator=gen)
+        x0, noise = fold(x0, cfg.patch), fold(noise, cfg.patch)
         xt = self.noise.add_noise(x0, noise, t)
         target = self.noise.get_velocity(x0, noise, t) if cfg.prediction == "v_prediction" else noise
-        cond = torch.from_numpy(one_hot(lay_np))
+        cond = fold(torch.from_numpy(one_hot(lay_np)), cfg.patch)
         dev = self.device
         inp = torch.cat([xt, cond], 1).to(dev)
         lr = learning_rate(cfg, self.step, self.total)
@@ -333,7 +338,7 @@ class Trainer:
         from rsdata.synth.pipeline import LayoutDiffusionPipeline
 
         scheduler = DDIMScheduler.from_config(self.noise.config)
-        return LayoutDiffusionPipeline(unet=self.ema, scheduler=scheduler)
+        return LayoutDiffusionPipeline(unet=self.ema, scheduler=scheduler, patch_size=self.cfg.patch)
 
     def save_pipeline(self, licenses: list[str]) -> None:
         """Write the EMA model as a pipeline directory into OUT (each part replaced atomically)."""
