@@ -562,10 +562,28 @@ def sheet_columns(n: int) -> int:
     return max(1, min(n, max(4, math.ceil(math.sqrt(n)))))
 
 
+def is_synthetic(meta: dict[str, Any] | None) -> bool:
+    """A generated scene (or a copy of one in a derived corpus)."""
+    if not meta:
+        return False
+    origin = meta.get("origin") or {}
+    return bool(meta.get("synthetic")) or "synthetic" in (origin.get("type"), origin.get("root"))
+
+
+SYNTHETIC_BADGE = (200, 40, 140)
+
+
 def draw_cell(canvas: Image.Image, item: SheetItem, x: int, y: int, lay: SheetLayout) -> None:
     canvas.paste(thumbnail(item, lay.thumb), (x, y))
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle((x - 1, y - 1, x + lay.thumb, y + lay.thumb), outline=RULE)
+    synthetic = is_synthetic(item.meta)
+    draw.rectangle((x - 1, y - 1, x + lay.thumb, y + lay.thumb),
+                   outline=SYNTHETIC_BADGE if synthetic else RULE, width=3 if synthetic else 1)
+    if synthetic:  # generated scenes are never mistaken for photographs on the sheet
+        label = "SYNTHETIC"
+        w = int(text_width(label, font(13))) + 10
+        draw.rectangle((x, y, x + w, y + line_height(font(13)) + 6), fill=SYNTHETIC_BADGE)
+        draw.text((x + 5, y + 3), label, font=font(13), fill=WHITE)
     ty = y + lay.thumb + 8
     draw.text((x, ty), ellipsize(item.key, font(13), lay.thumb), font=font(13), fill=MUTED)
     ty += line_height(font(13)) + 2

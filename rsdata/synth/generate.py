@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +120,19 @@ class SceneGenerator:
         dtype = getattr(torch, self.dtype)
         diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components" bars
         try:
-            if self.class_name == LAYOUT_PIPELINE:
-                from rsdata.synth.pipeline import LayoutDiffusionPipeline
+            # float32 is what from_pretrained makes; other dtypes are loaded as such (modules a
+            # pipeline keeps in float32 stay so), not cast afterwards
+            kwargs: dict[str, Any] = {"local_files_only": True}
+            if dtype != torch.float32:
+                kwargs["torch_dtype"] = dtype
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+                if self.class_name == LAYOUT_PIPELINE:
+                    from rsdata.synth.pipeline import LayoutDiffusionPipeline
 
-                pipe = LayoutDiffusionPipeline.from_pretrained(self.model_dir, local_files_only=True)
-            else:
-                pipe = diffusers.DiffusionPipeline.from_pretrained(self.model_dir, local_files_only=True)
+                    pipe = LayoutDiffusionPipeline.from_pretrained(self.model_dir, **kwargs)
+                else:
+                    pipe = diffusers.DiffusionPipeline.from_pretrained(self.model_dir, **kwargs)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
             raise InputError(f"cannot load the diffusers pipeline in {self.model_dir}: "
                              f"{type(exc).__name__}: {str(exc)[:400]}. Check that it was saved with "
@@ -132,7 +140,7 @@ class SceneGenerator:
                              f"(installed: {diffusers.__version__})") from None
         if self.scheduler:
             pipe.scheduler = getattr(diffusers, self.scheduler).from_config(pipe.scheduler.config)
-        pipe = pipe.to(self.device, dtype)
+        pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
