@@ -7,8 +7,9 @@ Runs each recipe (default: ``pipelines/demo.yaml`` and ``pipelines/banepa.yaml``
 rsdata for a before/after), and reports per corpus and over all of them
 (:func:`rsdata.captions.metrics.variety`): distinct words, distinct sentence skeletons, the
 most common skeleton's share, the most common 4-word template fragment and its share (target:
-at most 5% of captions), and the share of captions that name a tag the caption rules never
-allow as a subject (target: 0).
+at most 5% of captions, in every corpus and over all of them; share words count as "S of", so
+"most of the roofs are" shows its constant "of the roofs are"), and the share of captions that
+name a tag the caption rules never allow as a subject (target: 0).
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<{width}}  {r['captions']:>8}  {r['words']:>5}  {r['skeletons']:>9}  "
               f"{r['top_skeleton_share']:>12.1%}  {r['top_fragment']!r} ({r['top_fragment_share']:.1%})"
               f"  {r['invisible_subject_share']:.1%}")
-    ok = report["all"]["top_fragment_share"] <= MAX_FRAGMENT_SHARE and report["all"]["invisible_subject_share"] == 0
-    print("fragment <= 5% and no invisible subject:", "ok" if ok else "FAIL")
+    # per corpus: a fragment constant in one recipe's captions is diluted in the pooled figure
+    ok = all(r["top_fragment_share"] <= MAX_FRAGMENT_SHARE and r["invisible_subject_share"] == 0
+             for r in report.values())
+    print("fragment <= 5% and no invisible subject in every corpus:", "ok" if ok else "FAIL")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -25,20 +25,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     out_dir = Path(args.out) if args.out else recipe.output_dir()
+    ray_workers = args.workers if args.workers_given else None
     # one run per output directory, held from before the plan claims it until the manifest is written
     with output_lock(out_dir, command_line()) as lock:
-        plan = build_plan(recipe, out_dir, overwrite=args.overwrite)
-        lock.check()  # --overwrite may have cleared OUT/.rsdata, lock file included
-        if not args.quiet:
-            print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} tiles "
-                  f"-> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
+        start = None
         if args.executor == "ray":
-            from rsdata.executors.ray_executor import run_ray
+            from rsdata.executors.ray_executor import RayStart, run_ray
 
-            result = run_ray(plan, workers=args.workers if args.workers_given else None,
-                             address=args.address, progress=not args.quiet)
-        else:
-            result = run_local(plan, workers=args.workers, progress=not args.quiet)
+            # the cluster and the actors come up while the driver plans
+            start = RayStart(recipe, workers=ray_workers, address=args.address)
+        try:
+            plan = build_plan(recipe, out_dir, overwrite=args.overwrite)
+            lock.check()  # --overwrite may have cleared OUT/.rsdata, lock file included
+            if not args.quiet:
+                print(f"rsdata run {recipe.name}: {len(plan.partitions)} partitions, {plan.n_tiles} "
+                      f"tiles -> {plan.out_dir} (recipe {plan.recipe_hash[:12]})", file=sys.stderr)
+            if start is not None:
+                result = run_ray(plan, workers=ray_workers, address=args.address,
+                                 progress=not args.quiet, start=start)
+            else:
+                result = run_local(plan, workers=args.workers, progress=not args.quiet)
+        finally:
+            if start is not None:
+                start.close()  # planning failed: stop the actors it started
     print(summary(result))
     return 0
 

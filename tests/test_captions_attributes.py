@@ -25,9 +25,9 @@ def test_roof_materials_with_their_shares() -> None:
     meta = town(["concrete"] * 6 + ["tin"] * 4)
     text = " ".join(all_texts(meta)).lower()
     assert re.search(r"with (concrete and tin|tin and concrete) roofs", text), text
-    assert re.search(r"(more than half|about half|about two thirds) of the roofs are concrete", text)
+    assert re.search(r"(more than half|about half|about two thirds) of (the roofs|them) are concrete", text)
     mostly = " ".join(all_texts(town(["concrete"] * 7 + ["tin"] * 3))).lower()
-    assert "with mostly concrete roofs" in mostly or "of the roofs are concrete" in mostly
+    assert "with mostly concrete roofs" in mostly or re.search(r"of (the roofs|them) are concrete", mostly)
     # misspellings and synonyms of the data become one word ("concerte" is concrete)
     assert "concerte" not in " ".join(all_texts(town(["concerte"] * 10))).lower()
 
@@ -55,6 +55,36 @@ def test_attribute_shares_from_the_statistics() -> None:
     meta["osm"]["tags"][0]["attributes"] = {"roof:material": {"tin": 0.95}}
     meta["osm"]["objects"] = []
     assert "with tin roofs" in " ".join(all_texts(meta)).lower()
+
+
+def test_roof_share_sentences_vary_and_stay_true() -> None:
+    """The roof-share sentence takes several structures (no constant "of the roofs are"); every
+    one keeps a clause the checker reads, and a wrong share in any of them is caught."""
+    from rsdata.captions.attributes import tile_attributes
+    from rsdata.captions.subjects import Limits, scene_of
+    from rsdata.captions.templates import ROOF_LEADS, ROOF_MIXED_LEADS, Ctx, roof_share_sentence
+
+    meta = town(["concrete"] * 6 + ["tin"] * 4)
+    scene = scene_of(meta, Limits())
+    shares = next(a for a in tile_attributes(scene.subjects) if a.key == "roof:material")
+    seen = set()
+    for seed in range(200):
+        import random
+
+        ctx = Ctx(scene=scene, rng=random.Random(seed), subject="An aerial image", noun="image",
+                  metres=False, n_features=1)
+        text = roof_share_sentence(shares, ctx)
+        assert text is not None and not problems(text, meta), (text, problems(text or "", meta))
+        prefixes = [lead.split("{")[0].lower() for lead in ROOF_LEADS + ROOF_MIXED_LEADS]
+        seen.add(next((p for p in prefixes if p and text.lower().startswith(p)), "share first"))
+    assert len(seen) >= 5, seen
+    for lead in ROOF_LEADS + ROOF_MIXED_LEADS:  # the checker reads every structure
+        assert problems(capitalize_first(lead.format(p="most of", w="tin")) + ".", meta), lead
+        assert not problems(capitalize_first(lead.format(p="more than half of", w="concrete")) + ".", meta), lead
+
+
+def capitalize_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def test_the_checker_rejects_wrong_attributes() -> None:

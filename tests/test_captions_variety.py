@@ -71,6 +71,20 @@ def test_the_metric_sees_a_constant_fragment() -> None:
     assert skeleton("Seven buildings in the top left.") == "N X in the P ."
 
 
+def test_the_metric_sees_a_constant_share_sentence() -> None:
+    """Share words are a slot but their "of" is the template's, and "the roofs" of a roof
+    attribute is a template word (not the feature building=roof): a constant "of the roofs are"
+    counts."""
+    meta = random_tile(1)
+    shares = ("most of", "about half of", "about a third of", "more than half of")
+    records = [(f"{s.capitalize()} the roofs are tin.", meta) for s in shares]
+    records += [(" ".join(f"word{i}{j}" for j in range(5)) + ".", meta) for i in range(6)]
+    report = variety(records)
+    assert report["top_fragment"] == "of the roofs are" and report["top_fragment_share"] == 0.4, report
+    assert skeleton("Most of the roofs are tin and a roof in the top left.") == \
+        "S of the roofs are A and a X in the P ."
+
+
 def test_metres_only_when_asked() -> None:
     plain = " ".join(t for t, _ in corpus(40))
     assert not re.search(r"\d+ m\b|metres|meters", plain)

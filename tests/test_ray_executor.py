@@ -129,3 +129,83 @@ def test_actors_ask_for_the_gpus_their_stages_declare(scene: tuple[Path, Path], 
     assert stage_resources(plan) == {"num_cpus": 1, "num_gpus": 0.0}
     plan.stages[0].resources = lambda: {"num_gpus": 0.5}  # type: ignore[method-assign]
     assert stage_resources(plan)["num_gpus"] == 0.5
+
+
+def test_actors_started_while_planning_give_the_same_corpus(
+        cluster: Any, scene: tuple[Path, Path], tmp_path: Path) -> None:
+    """RayStart before build_plan (actors start while the driver plans): run_ray runs on those
+    actors and stops them at the end, and the corpus is the local executor's, byte for byte."""
+    from rsdata.executors.ray_executor import RayStart, run_ray
+
+    _, recipe_path = scene
+    recipe = load_recipe(recipe_path)
+    start = RayStart(recipe, workers=2)
+    plan = build_plan(recipe, tmp_path / "ray")
+    manifest = run_ray(plan, workers=2, progress=False, start=start).manifest
+    run(recipe_path, tmp_path / "local", "local", workers=1)
+    assert manifest["timing"]["executor"] == "ray"
+    assert shard_checksums(tmp_path / "ray") == shard_checksums(tmp_path / "local")
+    prestarted = start.actors()
+    assert len(prestarted) == 2
+    for actor in prestarted:  # run_ray took them over and stopped them: nothing leaks
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.ready.remote(), timeout=60)
+
+
+def test_actors_of_a_start_that_is_not_run_are_stopped(cluster: Any, scene: tuple[Path, Path]) -> None:
+    """Planning failed after RayStart: close() stops the actors it started."""
+    from rsdata.executors.ray_executor import RayStart
+
+    start = RayStart(load_recipe(scene[1]), workers=1)
+    [actor] = start.actors()
+    assert ray.get(actor.ready.remote(), timeout=120)["pid"] > 0
+    start.close()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.ready.remote(), timeout=60)
+
+
+def test_an_actor_imports_no_heavy_module_the_recipe_does_not_need(
+        cluster: Any, scene: tuple[Path, Path]) -> None:
+    """No torch, webdataset, pandas or geopandas in an actor of a tile + OSM + captions recipe:
+    an actor imports only what its partitions run (its start stays short)."""
+    from rsdata.executors.ray_executor import recipe_resources, start_actors, worker_modules
+
+    recipe = load_recipe(scene[1])
+    modules = worker_modules(recipe)
+    assert modules == ["rsdata.sources.raster", "rsdata.osm.join", "rsdata.captions.templates"]
+    [actor] = start_actors(cluster, recipe_resources(recipe), 1, modules)
+    try:
+        facts = cluster.get(actor.ready.remote(), timeout=120)
+    finally:
+        cluster.kill(actor)
+    assert facts["heavy"] == [], f"an actor imported {facts['heavy']}"
+    assert facts["pid"] != os.getpid()
+
+
+def test_the_recipe_alone_tells_what_an_actor_needs(scene: tuple[Path, Path], tmp_path: Path) -> None:
+    from rsdata.executors.ray_executor import recipe_resources, stage_resources
+
+    recipe = load_recipe(scene[1])
+    assert recipe_resources(recipe) == stage_resources(build_plan(recipe, tmp_path / "out"))
+
+
+class _FakeRay:
+    def __init__(self, cpus: float, gpus: float = 0.0) -> None:
+        self.total = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.total
+
+
+def test_actor_count_follows_workers_cpus_gpus_and_partitions() -> None:
+    from rsdata.errors import RsdataError
+    from rsdata.executors.ray_executor import actor_count
+
+    cpu = {"num_cpus": 1, "num_gpus": 0.0}
+    assert actor_count(_FakeRay(8), cpu, None) == 8
+    assert actor_count(_FakeRay(8), cpu, 3) == 3
+    assert actor_count(_FakeRay(8), cpu, None, todo=2) == 2
+    assert actor_count(_FakeRay(8, gpus=2), {"num_cpus": 1, "num_gpus": 0.5}, None) == 4
+    assert actor_count(_FakeRay(8, gpus=2), {"num_cpus": 1, "num_gpus": 1.0}, None) == 2
+    with pytest.raises(RsdataError, match="has no GPU"):  # rather than actors that never start
+        actor_count(_FakeRay(8), {"num_cpus": 1, "num_gpus": 1.0}, None)

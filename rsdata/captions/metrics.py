@@ -5,8 +5,9 @@
 - ``words``: distinct words (lower case, letters only);
 - ``skeletons``: distinct sentence skeletons, where feature names (vocabulary phrases, synonyms,
   land-cover classes) become ``X``, numbers ``N``, grid positions ``P``, attribute words ``A``
-  and share words ("about a third of") ``S`` (so two captions differing only in what they name
-  or measure share a skeleton);
+  and share words ``S`` ("about a third of" -> ``S of``: the quantifier is the data's, the "of"
+  the template's, so "S of the roofs are A" shows its constant "of the roofs are"; two captions
+  differing only in what they name or measure share a skeleton);
 - ``top_fragment`` / ``top_fragment_share``: the word 4-gram of template words (no slot in it;
   numbers kept, so "a 640 m wide" counts) found in the most captions, and the share of
   captions holding it (the issue's bar: no constant fragment in more than 5%);
@@ -53,10 +54,33 @@ def _attribute_words() -> frozenset[str]:
     return frozenset(w for a in rules.attributes.values() for w in a.values.values())
 
 
+@functools.cache
+def _attribute_noun_re() -> re.Pattern[str] | None:
+    """An attribute's noun where it is one ("the roofs", "tin and concrete roofs"), not the
+    feature of the same name (building=roof): a template word, not a slot."""
+    rules = CaptionRules.default()
+    nouns = sorted({a.noun for a in rules.attributes.values() if a.noun}, key=len, reverse=True)
+    if not nouns:
+        return None
+    lead = sorted(_attribute_words() | {"the", "and", "mostly"}, key=len, reverse=True)
+    return re.compile(rf"(?<![\w-])((?:{'|'.join(map(re.escape, lead))}) )"
+                      rf"({'|'.join(re.escape(n.rstrip('s')) for n in nouns)})(s?)(?![\w-])")
+
+
+NOUN_MARK = "qqnounqq"  # letters only: survives the slot replacements, restored per token
+
+
 def skeleton(text: str, meta: Mapping[str, Any] | None = None, numbers: bool = True) -> str:
     """The caption with feature names, numbers (unless ``numbers`` is false), positions, share
     and attribute words abstracted."""
     low = text.lower()
+    nouns: list[str] = []
+    noun_re = _attribute_noun_re()
+    if noun_re is not None:
+        def mark(m: re.Match[str]) -> str:
+            nouns.append(m.group(2) + m.group(3))
+            return m.group(1) + NOUN_MARK
+        low = noun_re.sub(mark, low)
     extra = []
     for t in ((meta or {}).get("osm") or {}).get("tags") or []:
         extra += [t.get("phrase", ""), t.get("plural", "")]
@@ -66,11 +90,16 @@ def skeleton(text: str, meta: Mapping[str, Any] | None = None, numbers: bool = T
     for phrase in sorted((p for p in phrases if p in low), key=len, reverse=True):
         low = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", " X ", low)
     for share in (w for w in SHARE_WORDS if w in low):
-        low = re.sub(rf"(?<![\w-]){re.escape(share)}(?![\w-])", " S ", low)
+        slot = " S of " if share.endswith(" of") else " S "
+        low = re.sub(rf"(?<![\w-]){re.escape(share)}(?![\w-])", slot, low)
     for cell in (c for c in CELLS if c in low):
         low = re.sub(rf"(?<![\w-]){re.escape(cell)}(?![\w-])", " P ", low)
     tokens = []
+    marks = iter(nouns)
     for tok in re.findall(r"[a-z]+(?:'[a-z]+)?|\d+|[XPNS]|[.,;:]", low):
+        if tok == NOUN_MARK:
+            tokens.append(next(marks))
+            continue
         if numbers and (tok.isdigit() or tok in NUMBERS):
             tok = "N"
         elif tok in _attribute_words() or tok.endswith("storey"):

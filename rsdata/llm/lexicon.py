@@ -895,6 +895,9 @@ COVER_VERBS = frozenset(
 # captions' thresholds: rsdata.captions.templates.DENSE_BUILT / BUILT_UP)
 DENSE_BUILT = 0.35
 BUILT_UP = 0.15
+# nouns a density phrase may head ("a built-up district", "a closely packed block of
+# buildings"): the density check reads the claim, the noun adds none
+DENSITY_NOUNS = frozenset({"area", "areas", "block", "blocks", "patch", "cluster"})
 DENSITY: dict[tuple[str, ...], float] = {
     ("densely", "built", "up"): DENSE_BUILT,
     ("dense",): DENSE_BUILT,

@@ -104,6 +104,7 @@ def clean_answer(raw: str, prompt: Prompt) -> str:
 class LlmCaption(Stage):
     name = "llm_caption"
     settings_class: ClassVar[type | None] = LlmCaptionSettings
+    needs_objects: ClassVar[bool] = True  # relation claims are checked against osm.objects
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -283,6 +284,7 @@ class LlmCaption(Stage):
             Limits(style.max_words, style.max_sentences, float(self.settings.min_coverage)),
             prefill=job.prompt.prefill,
             geo=sample.meta.get("geo"),
+            objects=osm.get("objects"),
         )
         stats.extra["answers"] += 1
         audit.add(

@@ -14,7 +14,10 @@ clause (before it, else after it), a share word to the mention it names ("domina
   needs one object, a plural noun several;
 - positions must match the tag's position and covered cells; share words its area share (and
   "dominated by" the largest area); size adjectives its mean object size;
-- relations between objects must be readable from the stats (proximity: a shared grid cell);
+- relations between two features (along, next to, near, crossing, between, surrounded by ...)
+  must hold in the tile's object geometry (:mod:`rsdata.llm.geometry`, the relations of the
+  template captions); without ``objects`` they are unsupported (a shared grid cell is no
+  evidence: two features in one cell may be far apart);
 - numbers with units must match lengths, shares or the tile's width;
 - no statement the tags cannot support (issue 15): no self-reference (a map, page or screen, an
   image inside the image), no filler clause ("which is a scene in itself"), no part-of-whole
@@ -36,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rsdata.llm.geometry import CONTAINMENT_PREPOSITIONS, NEEDS_THIRD, RELATION_KINDS, LazyIndex
 from rsdata.llm.lexicon import (
     ACROSS,
     COMMON_WORDS,
@@ -43,6 +47,7 @@ from rsdata.llm.lexicon import (
     COVER,
     COVER_VERBS,
     DENSITY,
+    DENSITY_NOUNS,
     DETERMINERS,
     FUNCTION_WORDS,
     IMAGE_NOUNS,
@@ -266,8 +271,12 @@ class Validator:
         limits: Limits = Limits(),
         prefill: str = "",
         geo: dict[str, Any] | None = None,
+        objects: list[dict[str, Any]] | None = None,
     ) -> Verdict:
-        """Check ``text`` against the tile's ``tags``; ``facts`` are the tags it should name."""
+        """Check ``text`` against the tile's ``tags``; ``facts`` are the tags it should name.
+        ``objects`` (the sample's ``osm.objects``, with ``geo``) let relation claims ("X along
+        Y", "between") be checked against the geometry; without them every relation between
+        two features is rejected as unsupported."""
         verdict = Verdict()
         problems = verdict.problems
         body = text.strip()
@@ -291,10 +300,14 @@ class Validator:
             self._resolve(m, visible, tags, problems)
         self._check_numbers(spans, tokens, problems, geo)
         self._check_agreement(spans, problems)
-        self._check_positions(spans, problems)
-        self._check_shares(spans, visible, problems)
-        self._check_sizes(spans, problems)
-        self._check_relations(spans, problems)
+        index = LazyIndex(tags, geo, objects)
+        try:
+            self._check_positions(spans, problems, index)
+            self._check_shares(spans, visible, problems)
+            self._check_sizes(spans, problems)
+            self._check_relations(spans, problems, index)
+        finally:
+            index.close()
         self._check_statements(spans, tokens, problems)
         self._check_density(spans, visible, problems)
         named = {t["tag"] for m in mentions for t in m.tags}
@@ -563,7 +576,9 @@ class Validator:
                     Problem("number_agreement", f"it says {m.text} but there is only one")
                 )
 
-    def _check_positions(self, spans: list[Span], problems: list[Problem]) -> None:
+    def _check_positions(
+        self, spans: list[Span], problems: list[Problem], geometry: LazyIndex
+    ) -> None:
         for i, s in enumerate(spans):
             if s.kind != "region":
                 continue
@@ -595,10 +610,20 @@ class Validator:
                     )
                 continue
             if s.value == ACROSS and obj is not None:
-                # "a road running across farmland": a relation between two features
+                # "a road running across farmland": a relation between two features, which only
+                # the geometry can show (a line crossing the other feature)
                 subject = _prev_mention(spans, i, window=len(spans))
+                index = geometry.get()
                 if subject is None or (
-                    subject.tags and obj.tags and not _share_cells(subject, obj)
+                    subject.tags
+                    and obj.tags
+                    and not (
+                        index.holds("across", subject.tags, obj.tags)
+                        if index is not None
+                        # no geometry: the templates' stats-level claim (a tile-spanning line
+                        # over a large area), as for "crossed by"
+                        else _crosses(subject, obj)
+                    )
                 ):
                     problems.append(
                         Problem(
@@ -696,10 +721,45 @@ class Validator:
                     )
                 )
 
-    def _check_relations(self, spans: list[Span], problems: list[Problem]) -> None:
+    def _check_relations(self, spans: list[Span], problems: list[Problem], geometry: LazyIndex) -> None:
         self._check_appositions(spans, problems)
+        if True:  # noqa: SIM108 (one block with the geometry checks)
+            for i, s in enumerate(spans):
+                if s.kind == "relation":
+                    kind = RELATION_KINDS.get(tuple(s.text.split()))
+                    after = _next_mention(spans, i, window=5, through_numbers=True)
+                elif s.kind == "word" and s.text in CONTAINMENT_PREPOSITIONS:
+                    kind, after = "within", _object_mention(spans, i)  # "in farmland": right after
+                    if after is None:
+                        continue
+                else:
+                    continue
+                if kind is None:
+                    continue
+                before = _prev_mention(spans, i, window=len(spans))
+                if after is None or not after.tags:
+                    continue  # "a road running through": no second feature named
+                if before is None or not before.tags:
+                    problems.append(Problem("unsupported_relation", f"it says '{s.text} "
+                                            f"{after.text}' of nothing the map shows there"))
+                    continue
+                third = _third_mention(spans, after) if kind in NEEDS_THIRD else None
+                if kind in NEEDS_THIRD and (third is None or not third.tags):
+                    problems.append(Problem("unsupported_relation", f"it says {before.text} "
+                                            f"{s.text} {after.text} and nothing else"))
+                    continue
+                index = geometry.get()
+                said = f"{before.text} {s.text} {after.text}" + (f" and {third.text}" if third else "")
+                if index is None and kind == "crossed_by" and _crosses(after, before):
+                    continue  # the templates' stats-level claim: a tile-spanning line over a large area
+                if index is None:
+                    problems.append(Problem("unsupported_relation", f"it says {said}, which the "
+                                            "statistics cannot show"))
+                elif not index.holds(kind, before.tags, after.tags, third.tags if third else ()):
+                    problems.append(Problem("unsupported_relation", f"it says {said}, which the "
+                                            "map's geometry does not show"))
         for i, s in enumerate(spans):
-            if s.kind != "relation":
+            if s.kind != "relation" or tuple(s.text.split()) in RELATION_KINDS:
                 continue
             after = _next_mention(spans, i, window=5, through_numbers=True)
             before = _prev_mention(spans, i, window=len(spans))
@@ -722,10 +782,6 @@ class Validator:
                     )
                 continue
             if not before.tags or not after.tags:
-                continue
-            if s.value in ("near", "crossed") and _share_cells(before, after):
-                continue
-            if s.value == "crossed" and _crosses(after, before):
                 continue
             problems.append(
                 Problem(
@@ -794,6 +850,7 @@ class Validator:
                 or (w.endswith("'s") and w[:-2] in IMAGE_NOUNS)
                 or (w in UNIT_ADJECTIVES and prev is not None and prev.text in UNITS)
                 or (w in COMPOUND_HEADS and prev is not None and prev.kind == "mention")
+                or (w in DENSITY_NOUNS and prev is not None and prev.kind == "density")
                 or (w in VIEW_ADJECTIVES and nxt in IMAGE_NOUNS)
                 or (w == "bird's" and nxt == "eye")
                 or (w == "eye" and nxt in IMAGE_NOUNS)
@@ -988,6 +1045,17 @@ def _next_mention(
         if s.kind == "mention":
             return s
         if s.kind in stops or s.text in CLAUSE_WORDS:
+            return None
+    return None
+
+
+def _third_mention(spans: list[Span], second: Span) -> Span | None:
+    """The feature after "between <second> and": "between a road and a river"."""
+    j = spans.index(second)
+    for s in spans[j + 1 : j + 4]:
+        if s.kind == "mention":
+            return s
+        if s.kind == "punct" or s.text not in ("and", "the", "a", "an"):
             return None
     return None
 
