@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+if TYPE_CHECKING:  # jsonschema loads on first use: shard writers only need the compiled validator
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 
 def schema_dir() -> Path:
@@ -20,10 +21,17 @@ def schema_dir() -> Path:
 
 
 @lru_cache(maxsize=None)
+def schema_text(name: str) -> str:
+    """The text of ``schemas/{name}.schema.json``."""
+    return (schema_dir() / f"{name}.schema.json").read_text()
+
+
+@lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
     """The validator of ``schemas/{name}.schema.json`` (``name``: recipe, sample, manifest)."""
-    path = schema_dir() / f"{name}.schema.json"
-    schema = json.loads(path.read_text())
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(schema_text(name))
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 
@@ -56,6 +64,8 @@ def describe(error: ValidationError) -> str:
 
 def errors(name: str, instance: Any) -> list[str]:
     """Every violation of schema ``name`` by ``instance``, most relevant first."""
+    from jsonschema.exceptions import best_match
+
     found = list(validator(name).iter_errors(instance))
     if not found:
         return []
@@ -71,7 +81,7 @@ def fast_validator(name: str) -> Any:
     keywords draft-07 has, so the 2020-12 text is compiled as draft-07."""
     import fastjsonschema
 
-    schema = json.loads(json.dumps(validator(name).schema).replace('"#/$defs/', '"#/definitions/'))
+    schema = json.loads(schema_text(name).replace('"#/$defs/', '"#/definitions/'))
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     schema["definitions"] = schema.pop("$defs", {})
     return fastjsonschema.compile(schema)

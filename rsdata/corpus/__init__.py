@@ -19,11 +19,29 @@ This package sits below every stage and tool package: it imports none of ``train
 
 from __future__ import annotations
 
-from rsdata.corpus.manifest import (ShardRecord, load_manifest, new_manifest, shard_paths,
-                                    shard_records, write_manifest)
-from rsdata.corpus.reader import (Corpus, CorpusError, Entry, IntegrityError, UnsafeShardError,
-                                  iter_samples, iter_shard, verify_shard)
+from importlib import import_module
+from typing import Any
 
-__all__ = ["Corpus", "CorpusError", "Entry", "IntegrityError", "ShardRecord", "UnsafeShardError",
-           "iter_samples", "iter_shard", "load_manifest", "new_manifest", "shard_paths",
-           "shard_records", "verify_shard", "write_manifest"]
+# Names resolve on first use (PEP 562): a Ray actor or pool worker that only writes shards
+# imports rsdata.corpus.writer without the reader, the manifest loader and jsonschema.
+_WHERE = {
+    "ShardRecord": "manifest", "load_manifest": "manifest", "new_manifest": "manifest",
+    "shard_paths": "manifest", "shard_records": "manifest", "write_manifest": "manifest",
+    "Corpus": "reader", "CorpusError": "reader", "Entry": "reader", "IntegrityError": "reader",
+    "UnsafeShardError": "reader", "iter_samples": "reader", "iter_shard": "reader",
+    "verify_shard": "reader",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rsdata.corpus' has no attribute {name!r}")
+    value = getattr(import_module(f"rsdata.corpus.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
