@@ -1,19 +1,23 @@
-"""Synthetic scenes, measured: generation speed, the train-synth loss curve, and a Fréchet
-distance on the included image encoder's features.
+"""Synthetic scenes, measured: generation speed, the train-synth loss curve, ``rsdata
+eval-synth``'s numbers, and a mixed-corpus retrieval check.
 
     rsdata run pipelines/synth-layouts.yaml
     rsdata train-synth out/synth-layouts --out out/synth-model --steps 1500
+    rsdata run pipelines/synth.yaml                       # (for mixed)
     python -m benchmarks.bench_synth                      # everything below
-    python -m benchmarks.bench_synth --only speed         # or: loss, fd, sheet
+    python -m benchmarks.bench_synth --only speed         # or: loss, fd, sheet, mixed
 
 - **speed**: images/s of the model's pipeline (DDIM, ``--steps`` steps, batch ``--batch``) at 64
   and 128 px on this machine's CPU (and CUDA when present), on real layouts.
 - **loss**: the train-synth loss curve (``MODEL/.rsdata-train/log.jsonl``), as a table and a PNG.
-- **fd**: a Fréchet distance (FID-style, but on the features of rsdata's own baseline image
-  encoder, ``rs-cnn-tiny`` trained briefly on the demo corpus: *not* comparable to Inception FID)
-  between sets of ``--n`` 64 px tiles: generated (from real layouts, new seeds) vs real, iid noise
-  (with the real pixels' mean and spread) vs real, and real vs other real crops (the floor).
+- **fd**: :mod:`rsdata.synth.evaluate` (what ``rsdata eval-synth`` runs): Fréchet distances
+  (FID-style, on rsdata's own image encoder: *not* comparable with Inception FID) of generated,
+  noise and other real crops (the floor) against real crops, with untrained (random) rs-cnn-tiny
+  features and, when out/demo exists, rs-cnn-tiny trained 60 steps on it; layout adherence
+  (ceiling: real crops, chance: shuffled layouts); ``.bench/synth_eval_sheet.png``.
 - **sheet**: layout | real crop | generated, for a few training layouts (``.bench/synth_sheet.png``).
+- **mixed**: rs-cnn-tiny trained on the real tiles of ``out/synth`` only vs real + synthetic (same
+  steps), R@1/5/10 on the real tiles of one held-out aerial photo, beside the random baseline.
 
 Writes ``.bench/bench_synth.json``. Numbers depend on the machine and on the other jobs on it.
 """
@@ -111,21 +115,17 @@ def bench_loss(model: Path) -> dict[str, Any]:
     return {"log": [{"step": r["step"], "loss": r["loss"]} for r in rows]}
 
 
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa^1/2 Sb Sa^1/2)^1/2), with symmetric square roots."""
-    mu = a.mean(0) - b.mean(0)
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(sa)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    mid = np.linalg.eigvalsh(root @ sb @ root)
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(np.clip(mid, 0, None)).sum())
-
-
-def encoder(path: Path | None) -> Path:
+def encoder(path: Path | None) -> Path | None:
+    """The encoder run for the Fréchet distance: ``--encoder``, else rs-cnn-tiny trained 60 steps
+    on out/demo (trained once, kept in .bench/synth-encoder), else None (untrained rs-cnn-tiny)."""
     if path is not None:
         return path
     run = OUT / "synth-encoder"
     if not (run / "checkpoints").exists():
+        if not Path("out/demo/manifest.json").is_file():
+            print("no out/demo corpus to train an encoder on: random (untrained rs-cnn-tiny) features only",
+                  flush=True)
+            return None
         print("training the baseline encoder (rs-cnn-tiny, 60 steps on out/demo) ...", flush=True)
         subprocess.run([sys.executable, "-m", "rsdata", "train", "--data", "out/demo", "--model",
                         "rs-cnn-tiny", "--out", str(run), "--steps", "60", "--batch-size", "32",
@@ -134,32 +134,31 @@ def encoder(path: Path | None) -> Path:
 
 
 def bench_fd(model: Path, corpus: Path, enc: Path | None, n: int, steps: int, batch: int) -> dict[str, Any]:
-    from PIL import Image
+    """``rsdata eval-synth`` (:mod:`rsdata.synth.evaluate`) with random and, where out/demo
+    exists, trained encoder features; generated once, measured with each encoder."""
+    from rsdata.synth import evaluate as E
 
-    from rsdata.scoring.baseline import BaselineScorer
-
-    scorer = BaselineScorer(str(encoder(enc))).load()
-
-    def feats(images: np.ndarray) -> np.ndarray:
-        return scorer.embed_images([Image.fromarray(im) for im in images])
-
-    real_a, _ = real_crops(corpus, 64, n, seed=101)
-    real_b, _ = real_crops(corpus, 64, n, seed=202)
-    _, lays_c = real_crops(corpus, 64, n, seed=303)
-    t0 = time.perf_counter()
-    gen = generate(load_pipe(model, "cpu"), lays_c, steps, batch)
-    gen_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    mean, std = real_a.reshape(-1, 3).mean(0), real_a.reshape(-1, 3).std(0)
-    noise = np.clip(rng.normal(mean, std, real_a.shape), 0, 255).astype(np.uint8)
-    fa = feats(real_a)
-    res = {"n": n, "encoder": str(enc or OUT / "synth-encoder"), "feature_dim": int(fa.shape[1]),
-           "generated_vs_real": round(frechet(feats(gen), fa), 4),
-           "noise_vs_real": round(frechet(feats(noise), fa), 4),
-           "real_vs_real": round(frechet(feats(real_b), fa), 4),
-           "generation_seconds": round(gen_s, 1)}
-    print(f"fd (rs-cnn-tiny features, n={n}): generated vs real {res['generated_vs_real']}, noise vs "
-          f"real {res['noise_vs_real']}, real vs real {res['real_vs_real']}", flush=True)
+    sets = E.build_sets(model, corpus, n, steps, batch, seed=0)
+    res: dict[str, Any] = {"n": n, "steps": steps, "generation_seconds": sets.info.get("generation_seconds"),
+                           "seen_in_training": sets.info.get("seen_in_training")}
+    encoders = {"untrained": None}
+    trained = encoder(enc)
+    if trained is not None:
+        encoders["trained"] = str(trained)
+    for label, which in encoders.items():
+        features, what = E.encoder_features(which, 0)
+        sets.info["encoder"] = what
+        report, feats = E.evaluate_sets(sets, features, 0)
+        res[label] = report
+        fd = report["frechet_distance"]
+        print(f"fd ({what}, n={n}): generated {fd['generated_vs_reference']}, noise "
+              f"{fd['noise_vs_reference']}, real (floor) {fd['real_vs_reference']}", flush=True)
+    adh = res["untrained"]["adherence"]
+    print("adherence (mean class recall): ceiling {} generated {} chance {}".format(
+        adh["ceiling_real"]["mean_class_recall"], adh["generated"]["mean_class_recall"],
+        adh["chance_shuffled_layouts"]["mean_class_recall"]), flush=True)
+    OUT.mkdir(exist_ok=True)
+    E.contact_sheet(sets, feats, OUT / "synth_eval_sheet.png")
     return res
 
 
@@ -180,6 +179,70 @@ def bench_sheet(model: Path, corpus: Path, steps: int, k: int = 8) -> dict[str, 
     return {"sheet": str(OUT / "synth_sheet.png")}
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "rsdata", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"rsdata {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def bench_mixed(mixed: Path, steps: int, held: str, threads: int) -> dict[str, Any]:
+    """The baseline dual encoder (rs-cnn-tiny) trained on the real tiles only vs real + synthetic
+    tiles of ``mixed`` (pipelines/synth.yaml's output), the same steps and batch, evaluated on the
+    real tiles of one held-out aerial photo (keys containing ``held``: a whole photo, not strips),
+    beside the random baseline on the same set."""
+    from rsdata.corpus.reader import Corpus
+    from rsdata.corpus.samples import is_synthetic
+
+    work = OUT / "synth-mixed"
+    work.mkdir(parents=True, exist_ok=True)
+    real, syn = [], []
+    for e in Corpus(mixed).entries({"json"}):
+        (syn if is_synthetic(e.meta()) else real).append(e.key)
+    test = [k for k in real if held in k]
+    if not test or len(test) == len(real):
+        raise SystemExit(f"bench_synth --only mixed: no real tiles of {held!r} to hold out in {mixed} "
+                         f"({len(real)} real tiles)")
+    keys = work / "heldout.txt"
+    keys.write_text("".join(k + "\n" for k in test))
+    res: dict[str, Any] = {"corpus": str(mixed), "held_out": held, "test_tiles": len(test),
+                           "train_real_tiles": len(real) - len(test), "synthetic_tiles": len(syn),
+                           "steps": steps, "batch": 32, "model": "rs-cnn-tiny"}
+    rows: dict[str, dict[str, Any]] = {}
+    for label, mode in (("real only", "exclude"), ("real + synthetic", "include")):
+        run = work / mode
+        if run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        t0 = time.perf_counter()
+        _cli("train", "--data", str(mixed), "--model", "rs-cnn-tiny", "--out", str(run), "--steps", str(steps),
+             "--batch-size", "32", "--lr", "1e-3", "--exclude-keys", str(keys), "--synthetic", mode,
+             "--workers", "0", "--threads", str(threads), "--quiet")
+        train_s = time.perf_counter() - t0
+        done = _cli("eval", "--checkpoint", str(run), "--data", str(mixed), "--keys", str(keys),
+                    "--bootstrap", "200", "--out", str(run / "eval"), "--json")
+        rows[label] = {**json.loads(done.stdout.splitlines()[-1])["sets"][0], "train_seconds": round(train_s, 1)}
+    done = _cli("eval", "--baseline", "random", "--data", str(mixed), "--keys", str(keys), "--bootstrap", "0",
+                "--out", str(work / "random"), "--json")
+    rows["random baseline"] = json.loads(done.stdout.splitlines()[-1])["sets"][0]
+    print(f"mixed-corpus retrieval on {len(test)} held-out real tiles ({held}); rs-cnn-tiny, {steps} steps "
+          f"of 32; trained on {len(real) - len(test)} real tiles (+ {len(syn)} synthetic)", flush=True)
+    print(f"{'':18s} {'i2t R@1':>8s} {'R@5':>6s} {'R@10':>6s} {'t2i R@1':>8s} {'R@5':>6s} {'R@10':>6s} {'mR':>6s}")
+    for label, r in rows.items():
+        print(f"{label:18s} {r['i2t']['R@1']:8.1f} {r['i2t']['R@5']:6.1f} {r['i2t']['R@10']:6.1f} "
+              f"{r['t2i']['R@1']:8.1f} {r['t2i']['R@5']:6.1f} {r['t2i']['R@10']:6.1f} {r['mR']:6.1f}", flush=True)
+    chance = rows["real only"].get("chance", {})
+    if chance:
+        print(f"{'chance (analytic)':18s} {chance['i2t']['R@1']:8.1f} {chance['i2t']['R@5']:6.1f} "
+              f"{chance['i2t']['R@10']:6.1f} {chance['t2i']['R@1']:8.1f} {chance['t2i']['R@5']:6.1f} "
+              f"{chance['t2i']['R@10']:6.1f} {chance['mR']:6.1f}", flush=True)
+    res["results"] = {label: {"i2t": r["i2t"], "t2i": r["t2i"], "mR": r["mR"], "ci": r.get("ci"),
+                              "train_seconds": r.get("train_seconds")} for label, r in rows.items()}
+    res["chance"] = chance
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=Path("out/synth-model"))
@@ -188,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=256, help="tiles per set for the Fréchet distance")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--only", choices=["speed", "loss", "fd", "sheet"], action="append")
+    p.add_argument("--only", choices=["speed", "loss", "fd", "sheet", "mixed"], action="append")
+    p.add_argument("--mixed", type=Path, default=Path("out/synth"),
+                   help="mixed: the corpus of pipelines/synth.yaml (real + synthetic, captioned)")
+    p.add_argument("--mixed-steps", type=int, default=150, help="mixed: training steps per model")
+    p.add_argument("--held-out", default="3320d", help="mixed: hold out the real tiles whose key has this")
+    p.add_argument("--threads", type=int, default=2, help="mixed: torch threads for training")
     p.add_argument("--quick", action="store_true", help="loss and speed only, fewer steps")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -196,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_synth: no model in {args.model}; run `rsdata run pipelines/synth-layouts.yaml` and "
               f"`rsdata train-synth out/synth-layouts --out {args.model}` first (skipped)")
         return 0
-    todo = args.only or (["loss", "speed"] if args.quick else ["loss", "speed", "sheet", "fd"])
+    todo = args.only or (["loss", "speed"] if args.quick else ["loss", "speed", "sheet", "fd", "mixed"])
     if args.quick:
         args.steps = min(args.steps, 10)
     result: dict[str, Any] = {}
@@ -208,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         result["sheet"] = bench_sheet(args.model, args.corpus, args.steps)
     if "fd" in todo:
         result["fd"] = bench_fd(args.model, args.corpus, args.encoder, args.n, args.steps, args.batch)
+    if "mixed" in todo:
+        result["mixed"] = bench_mixed(args.mixed, args.mixed_steps, args.held_out, args.threads)
     OUT.mkdir(exist_ok=True)
+    import os
+
+    result["loadavg"] = os.getloadavg()
     (OUT / "bench_synth.json").write_text(json.dumps(result, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from rsdata.reports.llm_section import llm_summary, section_llm
 from rsdata.annotation.report import annotation_summary, section_annotation
 from rsdata.corpus.manifest import load_manifest
 from rsdata.corpus.reader import iter_shard
+from rsdata.corpus.samples import is_synthetic
 from rsdata.errors import RsdataError
 from rsdata.inputs import sha256_file
 from rsdata.atomic import atomic_write_bytes
@@ -215,7 +216,7 @@ class CorpusStats:
         sid = str(source.get("id", "?"))
         self.by_source[sid] += 1
         self.source_license.setdefault(sid, str(source.get("license", "?")))
-        self.synthetic += bool(meta.get("synthetic"))
+        self.synthetic += is_synthetic(meta)
 
 
 @dataclass
@@ -560,14 +561,6 @@ class SheetLayout:
 
 def sheet_columns(n: int) -> int:
     return max(1, min(n, max(4, math.ceil(math.sqrt(n)))))
-
-
-def is_synthetic(meta: dict[str, Any] | None) -> bool:
-    """A generated scene (or a copy of one in a derived corpus)."""
-    if not meta:
-        return False
-    origin = meta.get("origin") or {}
-    return bool(meta.get("synthetic")) or "synthetic" in (origin.get("type"), origin.get("root"))
 
 
 SYNTHETIC_BADGE = (200, 40, 140)

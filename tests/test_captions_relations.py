@@ -100,3 +100,30 @@ def test_the_checker_rejects_relations_the_geometry_does_not_show() -> None:
     assert problems("Houses between a minor road and a dirt track.", apart)
     without = tile("w", [road(), houses(131)], with_objects=False)
     assert any("no object geometry" in p for p in problems("Houses along a minor road.", without))
+
+
+def test_between_accepts_lines_clipped_into_collections() -> None:
+    """A line clipped at a tile corner can come back as a GeometryCollection holding a point;
+    `between` must not fail on it (GEOS cannot project onto points: "LinearIterator only supports
+    lineal geometry components"), and still finds houses between two roads."""
+    from types import SimpleNamespace
+
+    from shapely.geometry import GeometryCollection, LineString, Point, box
+
+    from rsdata.captions import relations
+
+    road1 = GeometryCollection([LineString([(0, 10), (100, 10)]), Point(100, 0)])
+    road2 = LineString([(0, 60), (100, 60)])
+    houses = [box(20 + 15 * i, 30, 28 + 15 * i, 38) for i in range(4)]
+    l1 = SimpleNamespace(geometry=lambda: road1)
+    l2 = SimpleNamespace(geometry=lambda: road2)
+    group = SimpleNamespace(geometry=lambda: None)
+    scene = SimpleNamespace(width_px=100, height_px=100, gsd_m=1.0)
+    original = relations._geoms
+    relations._geoms = lambda subject: houses  # type: ignore[assignment]
+    try:
+        assert relations.between(group, l1, l2, scene)  # type: ignore[arg-type]
+        far = LineString([(0, 32), (100, 32)])  # both "roads" on one side of some houses
+        assert not relations.between(group, l1, SimpleNamespace(geometry=lambda: far), scene)  # type: ignore[arg-type]
+    finally:
+        relations._geoms = original  # type: ignore[assignment]

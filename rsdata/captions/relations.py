@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import shapely
 from shapely.geometry import box
+from shapely.ops import nearest_points
 from shapely.geometry.base import BaseGeometry
 
 from rsdata.captions.subjects import Scene, Subject, object_geometry
@@ -125,8 +126,10 @@ def between(group: Subject, l1: Subject, l2: Subject, scene: Scene) -> bool:
     hits = 0
     for g in geoms:
         c = g.centroid
-        p1 = g1.interpolate(g1.project(c))
-        p2 = g2.interpolate(g2.project(c))
+        # nearest_points, not project/interpolate: a clipped line can come back as a collection
+        # holding points too, which GEOS cannot project onto
+        p1 = nearest_points(g1, c)[0]
+        p2 = nearest_points(g2, c)[0]
         v1 = (p1.x - c.x, p1.y - c.y)
         v2 = (p2.x - c.x, p2.y - c.y)
         if (v1[0] * v2[0] + v1[1] * v2[1] < 0 and c.distance(p1) <= reach and c.distance(p2) <= reach):

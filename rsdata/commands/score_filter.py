@@ -51,16 +51,60 @@ def _make_scorer(args: argparse.Namespace, name: str | None = None) -> Any:
     return create_scorer(args.scorer, args.model, name=name, batch_size=args.batch_size, device=args.device)
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    from rsdata.scoring.rescore import score_corpus
+SYNTHETIC_HELP = ("synthetic samples (json synthetic: true, or origin type/root synthetic): include "
+                  "(default) treats them like the others, exclude leaves them out of the new corpus, "
+                  "only keeps nothing else (dropped samples are counted by reason: synthetic / real)")
+SELECTION_FILE = "synthetic-selection.json"
 
+
+def _synthetic_subset(corpus_dir: str, mode: str, verify: bool = True) -> Any:
+    """The subset list of ``--synthetic exclude|only`` over a corpus: every key in corpus order,
+    the left-out ones dropped with reason ``synthetic`` (exclude) or ``real`` (only)."""
+    from rsdata.corpus import Corpus
+    from rsdata.corpus.samples import synthetic_split
+    from rsdata.errors import InputError
+    from rsdata.filtering import Subset
+
+    corpus = Corpus(corpus_dir, verify=verify)
+    split = synthetic_split([corpus.dir], verify=verify)
+    left = split.left_out(mode)
+    if len(left) == len(split.keys):
+        raise InputError(f"{corpus.dir}: {split.describe(mode)}; nothing would be written")
+    dropped = {k: {"reason": "synthetic" if k in split.synthetic else "real"} for k in left}
+    print(f"{split.describe(mode)}", file=sys.stderr)
+    return Subset(parent=str(corpus.dir.resolve()), parent_manifest_sha256=corpus.manifest_sha256(),
+                  settings={"synthetic": mode}, keys=list(split.keys), dropped=dropped)
+
+
+def score_selected(args: argparse.Namespace, scorer: Any, after_plan: Any) -> dict[str, Any]:
+    """``rsdata score``; with --synthetic exclude|only, a ``subset`` stage (its list saved as
+    OUT/synthetic-selection.json) drops the left-out samples before they reach the scorer."""
+    from rsdata.scoring.rescore import score_corpus, score_recipe
+
+    if args.synthetic == "include":
+        return score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
+                            overwrite=args.overwrite, progress=not args.quiet, after_plan=after_plan)
+    from rsdata.executors.local import run_local
+    from rsdata.plan import build_plan
+    from rsdata.recipe import parse_recipe
+
+    subset = _synthetic_subset(args.corpus, args.synthetic)
+    path = subset.save(Path(args.out) / SELECTION_FILE)  # the run's input: its checksum names the run
+    data = score_recipe(args.corpus, args.out, scorer, args.corpus_name)
+    data["stages"].insert(0, {"type": "subset", "path": str(path.resolve())})
+    data["description"] += f" (--synthetic {args.synthetic})"
+    recipe = parse_recipe(data, base_dir=Path.cwd(), what="the score run")
+    plan = build_plan(recipe, Path(args.out), overwrite=args.overwrite)
+    after_plan()
+    return run_local(plan, workers=1, progress=not args.quiet).manifest
+
+
+def cmd_score(args: argparse.Namespace) -> int:
     from rsdata.lock import command_line, output_lock
 
     scorer = _make_scorer(args, args.name)
     with output_lock(Path(args.out), command_line()) as lock:
-        manifest = score_corpus(args.corpus, args.out, scorer, corpus_name=args.corpus_name,
-                                overwrite=args.overwrite, progress=not args.quiet,
-                                after_plan=lock.check)
+        manifest = score_selected(args, scorer, lock.check)
     score = next((s for s in manifest["stages"] if s["name"] == "score"), {"out": 0})
     print(f"scored {score['out']} samples with {scorer.kind} ({scorer.model_path}) as "
           f"scores.{scorer.name} -> {Path(args.out) / 'manifest.json'} (parent "
@@ -89,12 +133,55 @@ def cmd_filter(args: argparse.Namespace) -> int:
         return _filter(args)
 
 
+class _SelectedCorpus:
+    """A corpus seen through a key set: what ``decide`` reads under --synthetic exclude|only."""
+
+    def __init__(self, corpus: Any, keys: frozenset[str]) -> None:
+        self._corpus, self._keys = corpus, keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._corpus, name)
+
+    @property
+    def nsamples(self) -> int:
+        return len(self._keys)
+
+    def entries(self, members: Any = None, skip: Any = ()) -> Any:
+        return (e for e in self._corpus.entries(members, skip) if e.key in self._keys)
+
+
+def _decide_selected(args: argparse.Namespace, corpus: Any, scorer: Any) -> tuple[Any, Any]:
+    """Pass 1 of ``rsdata filter`` on the samples --synthetic selects; the others join the subset
+    list as dropped (reason synthetic / real), so near duplicates, score ranks and top fractions
+    are computed among the selected samples only."""
+    from rsdata.filtering import Subset, decide
+
+    if args.synthetic == "include":
+        return decide(corpus, _settings(args), scorer=scorer, progress=not args.quiet)
+    selection = _synthetic_subset(str(corpus.dir), args.synthetic, verify=not args.no_verify)
+    settings = _settings(args)
+    if (settings.threshold is None and settings.top_fraction is None and not settings.dedup
+            and not settings.leakage):  # --synthetic alone: a real-only (or synthetic-only) copy
+        return selection, None
+    kept = frozenset(selection.kept)
+    subset, report = decide(_SelectedCorpus(corpus, kept), settings, scorer=scorer,
+                            progress=not args.quiet)
+    dropped = {**selection.dropped, **subset.dropped}
+    merged = Subset(parent=subset.parent, parent_manifest_sha256=subset.parent_manifest_sha256,
+                    settings={**subset.settings, "synthetic": args.synthetic}, keys=selection.keys,
+                    dropped=dropped)
+    return merged, report
+
+
 def _filter(args: argparse.Namespace) -> int:
     from rsdata.errors import InputError
     from rsdata.filtering import Corpus, Subset, decide, reshard, sweep
 
     corpus = Corpus(args.corpus, verify=not args.no_verify)
     if args.sweep:
+        if args.synthetic != "include":
+            selection = _synthetic_subset(str(corpus.dir), args.synthetic, verify=not args.no_verify)
+            corpus = _SelectedCorpus(corpus, frozenset(selection.kept))
         name, rows = sweep(corpus, args.score, args.sweep)
         print(f"scores.{name} over {corpus.nsamples} samples of {corpus.dir}:")
         print(f"{'threshold':>10} {'kept':>8} {'fraction':>9}")
@@ -112,7 +199,7 @@ def _filter(args: argparse.Namespace) -> int:
         subset = Subset.load(args.from_subset)
     else:
         scorer = _make_scorer(args)
-        subset, report = decide(corpus, _settings(args), scorer=scorer, progress=not args.quiet)
+        subset, report = _decide_selected(args, corpus, scorer)
     counts = subset.counts()
     print(f"keeping {len(subset.kept)} of {len(subset.keys)} samples; dropped: "
           + (", ".join(f"{r} {n}" for r, n in counts.items()) or "none"))
@@ -150,6 +237,8 @@ def register(sub: Any) -> None:
     sc.add_argument("--out", required=True, help="directory of the scored copy")
     _add_scorer_args(sc, required=True)
     sc.add_argument("--name", help="key under scores (default: the scorer kind)")
+    sc.add_argument("--synthetic", choices=("include", "exclude", "only"), default="include",
+                    help=SYNTHETIC_HELP)
     sc.add_argument("--corpus-name", help="name of the new corpus (default: NAME-scored)")
     sc.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -184,6 +273,8 @@ def register(sub: Any) -> None:
     fl.add_argument("--leakage-splits", help="Karpathy splits to guard, e.g. test,val (default: all)")
     _add_scorer_args(fl, required=False)
     fl.set_defaults(scorer=None, model=None)
+    fl.add_argument("--synthetic", choices=("include", "exclude", "only"), default="include",
+                    help=SYNTHETIC_HELP)
     fl.add_argument("--subset-only", action="store_true",
                     help="write only OUT/subset.json (pass 1); apply it later with --from-subset")
     fl.add_argument("--from-subset", help="reshard a subset list written by --subset-only (pass 2)")

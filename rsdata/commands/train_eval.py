@@ -35,6 +35,53 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- synthetic samples ---------------------------------------------------------------------------
+SYNTHETIC_HELP = ("synthetic samples (json synthetic: true, or origin type/root synthetic): include them, "
+                  "exclude them, or use only them")
+LEFT_OUT_FILE = "keys-left-out.txt"
+
+
+def _train_exclusions(args: argparse.Namespace) -> str | None:
+    """The key file ``rsdata train`` leaves out: --exclude-keys, plus the samples --synthetic
+    leaves out (written to RUN/keys-left-out.txt, so a resume sees the same keys)."""
+    from rsdata.corpus.samples import SampleDataError, read_key_file, synthetic_split
+
+    split = synthetic_split(args.data)
+    if args.synthetic == "include":
+        if split.synthetic:
+            print(f"rsdata train: {len(split.synthetic)} of {len(split.keys)} samples are synthetic and "
+                  "are trained on (--synthetic exclude leaves them out)", file=sys.stderr)
+        return args.exclude_keys
+    left = split.left_out(args.synthetic)
+    if len(left) == len(split.keys):
+        raise SampleDataError(f"{split.describe(args.synthetic)}: nothing left to train on")
+    print(f"rsdata train: {split.describe(args.synthetic)}", file=sys.stderr)
+    if args.exclude_keys:
+        left = left | read_key_file(args.exclude_keys)
+    if not left:
+        return None
+    from rsdata.atomic import atomic_write_bytes
+
+    path = Path(args.out) / LEFT_OUT_FILE
+    header = (f"# keys rsdata train leaves out: --synthetic {args.synthetic}"
+              + (f" and --exclude-keys {args.exclude_keys}" if args.exclude_keys else "") + "\n")
+    atomic_write_bytes(path, (header + "".join(k + "\n" for k in sorted(left))).encode("utf-8"))
+    return str(path)
+
+
+def _eval_keep(args: argparse.Namespace, keys: frozenset[str] | None) -> Any:
+    """The keep(key) filter of ``rsdata eval --data``: --keys and --synthetic together."""
+    if args.synthetic == "include":
+        return keys.__contains__ if keys else None
+    from rsdata.corpus.samples import synthetic_split
+
+    split = synthetic_split(args.data)
+    left = split.left_out(args.synthetic)
+    if split.synthetic or args.synthetic == "only":
+        print(f"rsdata eval: {split.describe(args.synthetic)}", file=sys.stderr)
+    return lambda key: key not in left and (keys is None or key in keys)
+
+
 # -- train ----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from rsdata.models import list_models
@@ -48,12 +95,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("say how long to train: --steps N or --epochs E")
     from rsdata.train import TrainConfig, train
 
+    exclude_keys = _train_exclusions(args)
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, model_overrides=_overrides(args), steps=args.steps,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, workers=args.workers, seed=args.seed, augment=not args.no_augment,
         caption=args.caption, holdout=args.holdout, holdout_seed=args.holdout_seed,
-        exclude_keys=args.exclude_keys, checkpoint_every=args.checkpoint_every,
+        exclude_keys=exclude_keys, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, resume=args.resume, stop_after=args.stop_after, device=args.device,
         precision=args.precision, compile=args.compile, threads=args.threads, progress=not args.quiet)
@@ -165,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         spec.retrieval.append(shard_retrieval_set(
             args.data, holdout=args.holdout, holdout_seed=args.holdout_seed,
             all_captions=args.captions == "all", max_images=args.max_images,
-            keep=keys.__contains__ if keys else None))
+            keep=_eval_keep(args, keys)))
     if args.karpathy:
         spec.retrieval.append(read_karpathy(args.karpathy, args.images, split=args.split or None,
                                             max_images=args.max_images))
@@ -261,6 +309,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--exclude-keys", metavar="FILE",
                    help="never train on the sample keys listed in FILE (one per line), "
                         "e.g. a held-out area")
+    t.add_argument("--synthetic", choices=("include", "exclude", "only"), default="include",
+                   help=SYNTHETIC_HELP + ". Default include: a corpus that holds generated scenes was "
+                        "made to train on them (the count is printed); exclude trains on real imagery "
+                        "only")
     t.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps (default 500)")
     t.add_argument("--keep-checkpoints", type=_nonnegative_int, default=2,
                    help="step checkpoints kept besides latest.pt (default 2)")
@@ -311,6 +363,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="with --data: only the keys rsdata train --holdout F left out")
     e.add_argument("--holdout-seed", type=int, default=0)
     e.add_argument("--keys", metavar="FILE", help="with --data: only the sample keys listed in FILE")
+    e.add_argument("--synthetic", choices=("include", "exclude", "only"), default="exclude",
+                   help="with --data: " + SYNTHETIC_HELP + ". Default exclude: a model is measured on "
+                        "real imagery")
     e.add_argument("--captions", choices=("all", "primary"), default="all",
                    help="with --data: every caption in the json, or the txt caption only")
     e.add_argument("--karpathy", metavar="JSON",

@@ -132,3 +132,59 @@ def read_key_file(path: str | Path) -> frozenset[str]:
     if not keys:
         raise SampleDataError(f"key list {p} holds no keys (expected one sample key per line)")
     return keys
+
+
+# -- synthetic samples ------------------------------------------------------------------------
+SYNTHETIC_CHOICES = ("include", "exclude", "only")
+
+
+def is_synthetic(meta: dict[str, Any] | None) -> bool:
+    """Whether a sample's json marks it as generated: ``synthetic: true``, or an origin of type
+    ``synthetic`` (a sample of the synthetic source) or root ``synthetic`` (a synthetic sample
+    read again through a ``corpus`` source: rescored, filtered, recaptioned)."""
+    if not isinstance(meta, dict):
+        return False
+    if meta.get("synthetic") is True:
+        return True
+    origin = meta.get("origin")
+    if not isinstance(origin, dict):
+        return False
+    return "synthetic" in (origin.get("type"), origin.get("root"))
+
+
+def synthetic_selects(mode: str, synthetic: bool) -> bool:
+    """Whether ``--synthetic mode`` keeps a sample that is (or is not) synthetic."""
+    if mode not in SYNTHETIC_CHOICES:
+        raise InputError(f"--synthetic must be one of {', '.join(SYNTHETIC_CHOICES)}, not {mode!r}")
+    return mode == "include" or (mode == "only") == synthetic
+
+
+@dataclass(frozen=True)
+class SyntheticSplit:
+    """The keys of some corpora, in manifest order, with the set of synthetic ones."""
+
+    keys: tuple[str, ...]
+    synthetic: frozenset[str]
+
+    def left_out(self, mode: str) -> frozenset[str]:
+        """The keys ``--synthetic mode`` leaves out."""
+        return frozenset(k for k in self.keys if not synthetic_selects(mode, k in self.synthetic))
+
+    def describe(self, mode: str) -> str:
+        n, s = len(self.keys), len(self.synthetic)
+        kept = n - len(self.left_out(mode))
+        return f"--synthetic {mode}: {kept} of {n} samples ({s} synthetic, {n - s} real)"
+
+
+def synthetic_split(corpora: Iterable[str | Path], verify: bool = True) -> SyntheticSplit:
+    """Read only the json members of the corpora and find their synthetic samples."""
+    from rsdata.corpus.reader import Corpus
+
+    keys: list[str] = []
+    synthetic: set[str] = set()
+    for corpus in corpora:
+        for entry in Corpus(corpus, verify=verify).entries({"json"}):
+            keys.append(entry.key)
+            if "json" in entry.members and is_synthetic(entry.meta()):
+                synthetic.add(entry.key)
+    return SyntheticSplit(tuple(keys), frozenset(synthetic))

@@ -109,9 +109,11 @@ def _resample(image: np.ndarray, layout: np.ndarray, scale: float) -> tuple[np.n
 
 
 def load_pool(corpus_dir: Path, size: int, gsd: float | None, max_tiles: int | None = None,
-              verify: bool = True) -> Pool:
-    """Read a corpus's real tiles and layouts (see the module docstring)."""
+              verify: bool = True, exclude: frozenset[str] = frozenset()) -> Pool:
+    """Read a corpus's real tiles and layouts (see the module docstring); keys in ``exclude``
+    are left out (held-out tiles, e.g. a region kept for ``rsdata eval-synth``)."""
     from rsdata.corpus.reader import Corpus
+    from rsdata.corpus.samples import is_synthetic
     from rsdata.synth.layout_stage import layout_of
 
     corpus = Corpus(corpus_dir, verify=verify)
@@ -122,8 +124,11 @@ def load_pool(corpus_dir: Path, size: int, gsd: float | None, max_tiles: int | N
     for entry in corpus.entries():
         meta = entry.meta()
         key = entry.key
-        if meta.get("synthetic") or (meta.get("origin") or {}).get("root") == "synthetic":
+        if is_synthetic(meta):
             skipped["synthetic"] = skipped.get("synthetic", 0) + 1
+            continue
+        if key in exclude:
+            skipped["excluded"] = skipped.get("excluded", 0) + 1
             continue
         if LAYOUT_MEMBER in entry.members:
             layout = decode_png(entry.members[LAYOUT_MEMBER], f"{key}.{LAYOUT_MEMBER} in {entry.shard}")
@@ -160,6 +165,10 @@ def load_pool(corpus_dir: Path, size: int, gsd: float | None, max_tiles: int | N
     fingerprint = {"corpus": corpus.name, "manifest_sha256": corpus.manifest_sha256(),
                    "tiles": len(images), "gsd_m": round(float(target or 1.0), 6),
                    "layout": LAYOUT_VERSION, "max_tiles": max_tiles}
+    if exclude:  # only when given, so runs without it keep their fingerprint
+        import hashlib
+
+        fingerprint["excluded_keys_sha256"] = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()
     return Pool(images, layouts, float(target or 1.0), fingerprint, skipped)
 
 
@@ -408,7 +417,8 @@ def corpus_licenses(corpus_dir: Path) -> list[str]:
 
 def train(corpus_dir: Path, out: Path, cfg: TrainConfig, steps: int, stop_after: int | None = None,
           checkpoint_every: int = 200, device: str = "auto", max_tiles: int | None = None,
-          progress: bool = True, preview: bool = True) -> dict[str, Any]:
+          progress: bool = True, preview: bool = True,
+          exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Train (or resume) and save the pipeline; returns a summary."""
     import torch
     from tqdm import tqdm
@@ -418,7 +428,7 @@ def train(corpus_dir: Path, out: Path, cfg: TrainConfig, steps: int, stop_after:
     if out.is_dir() and any(out.iterdir()) and not (out / TRAIN_DIR / CHECKPOINT).is_file():
         raise UsageError(f"--out {out} is not empty and holds no train-synth checkpoint; choose an empty "
                          "or new directory (or the --out of the run to resume)")
-    pool = load_pool(corpus_dir, cfg.size, cfg.gsd, max_tiles)
+    pool = load_pool(corpus_dir, cfg.size, cfg.gsd, max_tiles, exclude=exclude)
     trainer = Trainer(pool, cfg, out, device)
     trainer.total = steps
     resumed = trainer.load_checkpoint()
