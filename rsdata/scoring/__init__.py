@@ -9,6 +9,11 @@
 Implementations: ``baseline`` (a checkpoint of the rsdata dual encoder) and ``hf_clip`` (a
 Hugging Face ``CLIPModel`` saved in a local directory). The ``score`` pipeline stage and
 ``rsdata score`` store each sample's score under ``scores.<name>`` in its json.
+
+For throughput, ``score`` splits in two: ``scorer.prepare_pairs(keys, images, texts)`` (CPU:
+resize, tokenise; thread-safe once loaded) and ``scorer.score_prepared(batch)`` (the model's
+forward pass); :func:`rsdata.scoring.loader.prefetch` runs the first in background threads
+while the caller runs the second, which is how the ``score`` stage works.
 """
 
 from __future__ import annotations

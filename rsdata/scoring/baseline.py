@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,9 @@ class BaselineScorer(Scorer):
             module = load_checkpoint(self.model_path, device=device)
         # NHWC convolutions run faster on CPU (oneDNN) and on GPU tensor cores; same results
         self._lazy_module = module.to(device).eval().to(memory_format=torch.channels_last)
+        # a Hugging Face text tower's fast tokenizer fails when two loader threads call it at
+        # once ("Already borrowed"): they take turns
+        self._lazy_tokenize_lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -74,12 +78,48 @@ class BaselineScorer(Scorer):
             info["architecture"] = config["name"]
         return info
 
-    def _embed_image_batch(self, images: Sequence[Image.Image]) -> "torch.Tensor":
+    def _uint8_transform(self) -> Any:
+        """The model's split preprocessing (``to_uint8`` + ``normalize``), or None for a model
+        object that only has ``image_transform``."""
+        transform = getattr(self._lazy_module, "preprocess", None)
+        if hasattr(transform, "to_uint8") and hasattr(transform, "normalize"):
+            return transform
+        return None
+
+    def _prepare_image_batch(self, images: Sequence[Image.Image]) -> "torch.Tensor":
+        """(B, 3, S, S) uint8 pixels, resized as ``ImageTransform.to_uint8`` resizes (4x less to
+        move than floats; normalised on the device with ``image_transform``'s arithmetic). The
+        layout change is done in numpy: a torch op in a loader thread would start a second
+        OpenMP team competing with the model's."""
+        import numpy as np
         import torch
 
-        model = self._lazy_module
-        pixels = torch.stack([model.image_transform(im) for im in images])
-        return model.encode_image(pixels.to(self.device).contiguous(memory_format=torch.channels_last))
+        transform = self._uint8_transform()
+        if transform is None:
+            return torch.stack([self._lazy_module.image_transform(im) for im in images])
+        size = (transform.size, transform.size)
+        arrays = []
+        for im in images:
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            arrays.append(np.asarray(im if im.size == size else im.resize(size, Image.Resampling.BILINEAR)))
+        return torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
 
-    def _embed_text_batch(self, texts: Sequence[str]) -> "torch.Tensor":
-        return self._lazy_module.encode_text(list(texts))
+    def _prepare_text_batch(self, texts: Sequence[str]) -> Any:
+        tokenize = getattr(self._lazy_module, "tokenize", None)
+        if tokenize is None or not hasattr(self._lazy_module, "encode_tokens"):
+            return list(texts)  # a model object that only has encode_text: it tokenises itself
+        with self._lazy_tokenize_lock:
+            return tokenize(list(texts))
+
+    def _forward_images(self, prepared: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        transform = self._uint8_transform()
+        pixels = transform.normalize(prepared) if transform is not None and prepared.dtype == torch.uint8 \
+            else prepared
+        return self._lazy_module.encode_image(pixels.contiguous(memory_format=torch.channels_last))
+
+    def _forward_texts(self, prepared: Any) -> "torch.Tensor":
+        if isinstance(prepared, list):  # a model object without tokenize / encode_tokens
+            return self._lazy_module.encode_text(prepared)
+        return self._lazy_module.encode_tokens(prepared)

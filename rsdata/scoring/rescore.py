@@ -4,6 +4,8 @@ The corpus is never rewritten in place: the scored version goes to another direc
 by the same executors as any run (markers, resume after a crash, stats by reason), and its
 manifest names the parent (path, manifest sha256, recipe hash). The price is a second copy of
 the images on disk; a subset list (``rsdata filter --subset-only``) avoids it for filtering.
+Scoring itself is the ``score`` stage's: shards are read in the worker's thread, images are
+decoded, resized and tokenised by its background loader, the model scores batch after batch.
 """
 
 from __future__ import annotations

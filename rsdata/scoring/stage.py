@@ -7,16 +7,22 @@
         model: ../models/remoteclip  # relative to the recipe
         name: remoteclip             # key under scores (default: the scorer kind)
         batch_size: 16               # default: 64 on CUDA, 16 on the CPU
-        device: auto                 # CUDA with autocast when there is a GPU, else CPU
+        device: auto                 # CUDA (float16 autocast) when there is a GPU, else CPU
 
 The model is loaded once per worker process, on its first batch. The primary caption (the
 ``txt`` member) is scored. A sample without a caption stops the run: put a captioning stage
 before ``score``.
+
+Decoding, resizing and tokenising run in a background loader (:mod:`rsdata.scoring.loader`,
+one thread on the CPU) that prepares the next batches while the model scores this one; the
+upstream stages and the source stay in the worker's own thread. Scores are the same as
+``scorer.score`` on the same batches (the same arithmetic, only moved to another thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +32,8 @@ from PIL import Image
 from rsdata.errors import InputError
 from rsdata.sample import Sample
 from rsdata.scoring import Scorer, create_scorer
+from rsdata.scoring.base import PreparedBatch
+from rsdata.scoring.loader import DEFAULT_DEPTH, default_workers, prefetch
 from rsdata.imaging import decode_rgb
 from rsdata.settings import from_config
 from rsdata.stage import RunContext, Stage
@@ -50,16 +58,46 @@ def decode_image(sample: Sample) -> Image.Image:
     return decode_rgb(sample.image, f"sample {sample.key}")
 
 
-def score_samples(scorer: Scorer, batch: list[Sample], texts: list[str]) -> None:
-    """Score one batch and store the results under ``scores.<scorer.name>``."""
-    values = scorer.score([decode_image(s) for s in batch], texts)
-    for sample, value in zip(batch, values):
+Pairs = list[tuple[Sample, str]]  # a batch of samples with the caption to score
+
+
+def prepare_samples(scorer: Scorer, batch: Pairs) -> PreparedBatch:
+    """The loader's work for one batch: decode each image and prepare the pairs for the model.
+    An undecodable image or a caption the tokenizer refuses names its sample."""
+    images = [decode_image(sample) for sample, _ in batch]
+    return scorer.prepare_pairs([s.key for s, _ in batch], images, [text for _, text in batch])
+
+
+def store_scores(scorer: Scorer, batch: Pairs, values: Iterable[float]) -> None:
+    """Each sample's score under ``scores.<scorer.name>``, rounded to 6 digits."""
+    for (sample, _), value in zip(batch, values):
         sample.meta.setdefault("scores", {})[scorer.name] = round(float(value), SCORE_DIGITS)
+
+
+def caption_batches(samples: Iterator[Sample], stats: StageStats, size: int) -> Iterator[Pairs]:
+    """Batches of ``size`` (sample, caption) pairs; a sample without a caption is an error."""
+    batch: Pairs = []
+    for sample in samples:
+        stats.n_in += 1
+        text = sample.caption.strip()
+        if not text:
+            raise InputError(f"score: sample {sample.key} has no caption; put a captioning stage "
+                             "(e.g. template_captions) before the score stage in the recipe")
+        batch.append((sample, text))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class ScoreStage(Stage):
     name = "score"
     settings_class: ClassVar[type | None] = ScoreSettings
+    # the background loader: threads (None: 1 on the CPU, up to 8 on CUDA; 0: none, prepare
+    # in this thread) and batches prepared ahead of the one being scored
+    loader_workers: int | None = None
+    loader_depth: int = DEFAULT_DEPTH
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -98,22 +136,19 @@ class ScoreStage(Stage):
         return self._lazy_scorer
 
     def __call__(self, samples: Iterator[Sample], stats: StageStats) -> Iterator[Sample]:
-        batch: list[Sample] = []
-        texts: list[str] = []
-        for sample in samples:
-            stats.n_in += 1
-            text = sample.caption.strip()
-            if not text:
-                raise InputError(f"score: sample {sample.key} has no caption; put a captioning stage "
-                                 "(e.g. template_captions) before the score stage in the recipe")
-            batch.append(sample)
-            texts.append(text)
-            if len(batch) >= self.scorer().batch_size:
-                score_samples(self.scorer(), batch, texts)
+        scorer = self.scorer()
+        workers = default_workers(scorer.device.type) if self.loader_workers is None else self.loader_workers
+        batches = caption_batches(samples, stats, scorer.batch_size)
+        first = next(batches, None)  # load the model only when there is something to score
+        if first is None:
+            return
+        scorer.load()  # here, in this thread, before the loader's threads use it
+        loaded = prefetch(itertools.chain([first], batches), lambda b: prepare_samples(scorer, b),
+                          workers=workers, depth=self.loader_depth, name="rsdata-score-loader")
+        try:
+            for batch, prepared in loaded:
+                store_scores(scorer, batch, scorer.score_prepared(prepared))
                 stats.n_out += len(batch)
-                yield from batch
-                batch, texts = [], []
-        if batch:
-            score_samples(self.scorer(), batch, texts)
-            stats.n_out += len(batch)
-            yield from batch
+                yield from (sample for sample, _ in batch)
+        finally:
+            loaded.close()  # stops the loader's threads when a later stage stops early

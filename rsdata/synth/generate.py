@@ -155,8 +155,10 @@ class SceneGenerator:
             param = inspect.signature(pipe.__call__).parameters.get("guidance_scale")
             guidance = param.default if param is not None and param.default is not inspect._empty else None
         sched = pipe.scheduler
+        eta = inspect.signature(pipe.__call__).parameters.get("eta")
         return {
             "pipeline": type(pipe).__name__, "steps": self.steps,
+            "eta": eta.default if eta is not None and eta.default is not inspect._empty else None,
             "guidance_scale": guidance, "negative_prompt": self.negative_prompt,
             "scheduler": {"class": type(sched).__name__, "config": _jsonable(dict(sched.config))},
             "device": self.device, "dtype": self.dtype, "diffusers": diffusers.__version__,

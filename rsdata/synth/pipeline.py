@@ -67,7 +67,7 @@ class LayoutDiffusionPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, layout: np.ndarray | torch.Tensor, num_inference_steps: int = 25,
-                 generator: torch.Generator | list[torch.Generator] | None = None, eta: float = 0.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None, eta: float = 1.0,
                  output_type: str = "np", return_dict: bool = True) -> Any:
         device = self.unet.device
         dtype = self.unet.dtype
@@ -87,12 +87,19 @@ class LayoutDiffusionPipeline(DiffusionPipeline):
         extra: dict[str, Any] = {}
         if "eta" in params:
             extra["eta"] = eta
-        if "generator" in params and gens[0] is not None:
+        # stochastic steps draw their noise per sample from that sample's own generator, so an
+        # image depends on its seed only, never on the batch it was generated in
+        per_sample = "variance_noise" in params and eta > 0
+        if not per_sample and "generator" in params and gens[0] is not None:
             extra["generator"] = gens[0]
         for t in self.progress_bar(self.scheduler.timesteps):
             scaled = self.scheduler.scale_model_input(x, t) if hasattr(self.scheduler, "scale_model_input") else x
             model_in = torch.cat([scaled, cond], dim=1)
             out = self.unet(model_in, t).sample
+            if per_sample:
+                step_noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32)
+                                          for g in gens]).to(device=device, dtype=dtype)
+                extra["variance_noise"] = step_noise
             x = self.scheduler.step(out, t, x, **extra).prev_sample
         images = ((unfold(x.float(), p).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
         images = images.cpu().numpy()

@@ -346,7 +346,9 @@ class Trainer:
 
         from rsdata.synth.pipeline import LayoutDiffusionPipeline
 
-        scheduler = DDIMScheduler.from_config(self.noise.config)
+        # trailing spacing: the first sampling step starts from (near) pure noise (Lin et al. 2024,
+        # "Common diffusion noise schedules and sample steps are flawed")
+        scheduler = DDIMScheduler.from_config(self.noise.config, timestep_spacing="trailing")
         return LayoutDiffusionPipeline(unet=self.ema, scheduler=scheduler, patch_size=self.cfg.patch)
 
     def save_pipeline(self, licenses: list[str]) -> None:
