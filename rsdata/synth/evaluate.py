@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rsdata.errors import InputError, UsageError
-from rsdata.synth.layouts import CLASSES, LAYOUT_MEMBER, N_CLASSES, colorize, decode_png, resize_nearest
+from rsdata.synth.layouts import CLASSES, N_CLASSES, colorize
 
 FORMAT = "rsdata-eval-synth-v1"
 Features = Callable[[np.ndarray], np.ndarray]
@@ -333,8 +333,7 @@ def read_tiles(corpus_dir: Path, gsd: float | None, size: int, synthetic: bool,
     """The real (or synthetic) tiles of a corpus with their layouts, resampled to ``gsd``."""
     from rsdata.corpus.reader import Corpus
     from rsdata.corpus.samples import is_synthetic
-    from rsdata.synth.layout_stage import layout_of
-    from rsdata.synth.training import _decode_rgb, _resample
+    from rsdata.synth.training import _resample, tile_with_layout
 
     tiles: list[Tile] = []
     target = gsd
@@ -342,17 +341,7 @@ def read_tiles(corpus_dir: Path, gsd: float | None, size: int, synthetic: bool,
         meta = entry.meta()
         if is_synthetic(meta) != synthetic or (keep is not None and not keep(entry.key)):
             continue
-        if LAYOUT_MEMBER in entry.members:
-            layout = decode_png(entry.members[LAYOUT_MEMBER], f"{entry.key}.{LAYOUT_MEMBER}")
-        elif isinstance(meta.get("osm"), dict) and "objects" in meta["osm"]:
-            layout = layout_of(meta, entry.key)
-        else:
-            raise InputError(f"sample {entry.key} of {corpus_dir} has no {LAYOUT_MEMBER} and no osm.objects: "
-                             "eval-synth needs layouts (a recipe with osm_join and `- type: layout`, see "
-                             "pipelines/synth-layouts.yaml)")
-        image = _decode_rgb(entry.image(), f"sample {entry.key}")
-        if image.shape[:2] != layout.shape:
-            layout = resize_nearest(layout, image.shape[1], image.shape[0])
+        image, layout = tile_with_layout(entry, meta, corpus_dir)
         tile_gsd = float((meta.get("geo") or {}).get("gsd_m") or 0) or None
         if target is None:
             target = tile_gsd or 1.0

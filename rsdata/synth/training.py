@@ -108,13 +108,35 @@ def _resample(image: np.ndarray, layout: np.ndarray, scale: float) -> tuple[np.n
     return img, resize_nearest(layout, nw, nh)
 
 
+def tile_with_layout(entry: Any, meta: dict[str, Any], corpus_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A corpus entry's RGB image and its layout (``layout.png``, else rasterized from
+    ``osm.objects``) at the image's size; a clear error when the sample has neither."""
+    from rsdata.synth.layout_stage import layout_of
+
+    key = entry.key
+    if LAYOUT_MEMBER in entry.members:
+        layout = decode_png(entry.members[LAYOUT_MEMBER], f"{key}.{LAYOUT_MEMBER} in {entry.shard}")
+    elif isinstance(meta.get("osm"), dict) and "objects" in meta["osm"]:
+        layout = layout_of(meta, key)
+    else:
+        raise InputError(
+            f"sample {key} of {corpus_dir} has no {LAYOUT_MEMBER} and no osm.objects, so there is "
+            "no layout for it. Make a corpus with layouts first: a recipe with an osm_join "
+            "stage followed by `- type: layout` (see pipelines/synth-layouts.yaml), or an "
+            "existing corpus run through a recipe with source: {type: corpus, path: ...} and "
+            "those two stages")
+    image = _decode_rgb(entry.image(), f"sample {key}")
+    if image.shape[:2] != layout.shape:
+        layout = resize_nearest(layout, image.shape[1], image.shape[0])
+    return image, layout
+
+
 def load_pool(corpus_dir: Path, size: int, gsd: float | None, max_tiles: int | None = None,
               verify: bool = True, exclude: frozenset[str] = frozenset()) -> Pool:
     """Read a corpus's real tiles and layouts (see the module docstring); keys in ``exclude``
     are left out (held-out tiles, e.g. a region kept for ``rsdata eval-synth``)."""
     from rsdata.corpus.reader import Corpus
     from rsdata.corpus.samples import is_synthetic
-    from rsdata.synth.layout_stage import layout_of
 
     corpus = Corpus(corpus_dir, verify=verify)
     images, layouts = [], []
@@ -130,20 +152,7 @@ def load_pool(corpus_dir: Path, size: int, gsd: float | None, max_tiles: int | N
         if key in exclude:
             skipped["excluded"] = skipped.get("excluded", 0) + 1
             continue
-        if LAYOUT_MEMBER in entry.members:
-            layout = decode_png(entry.members[LAYOUT_MEMBER], f"{key}.{LAYOUT_MEMBER} in {entry.shard}")
-        elif isinstance(meta.get("osm"), dict) and "objects" in meta["osm"]:
-            layout = layout_of(meta, key)
-        else:
-            raise InputError(
-                f"sample {key} of {corpus_dir} has no {LAYOUT_MEMBER} and no osm.objects, so there is "
-                "no layout to train on. Make a corpus with layouts first: a recipe with an osm_join "
-                "stage followed by `- type: layout` (see pipelines/synth-layouts.yaml), or an "
-                "existing corpus run through a recipe with source: {type: corpus, path: ...} and "
-                "those two stages")
-        image = _decode_rgb(entry.image(), f"sample {key}")
-        if image.shape[:2] != layout.shape:
-            layout = resize_nearest(layout, image.shape[1], image.shape[0])
+        image, layout = tile_with_layout(entry, meta, corpus_dir)
         tile_gsd = float((meta.get("geo") or {}).get("gsd_m") or 0) or None
         if target is None:
             target = tile_gsd or 1.0
