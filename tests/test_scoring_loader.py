@@ -46,7 +46,9 @@ def baseline_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def loader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("rsdata-") and t.is_alive()]
+    # the loader's threads only (a Ray test in the same process leaves its rsdata-ray-start thread)
+    return [t for t in threading.enumerate() if t.name.startswith("rsdata-") and "loader" in t.name
+            and t.is_alive()]
 
 
 # --- the loader on its own ------------------------------------------------------------------

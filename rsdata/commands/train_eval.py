@@ -95,16 +95,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("say how long to train: --steps N or --epochs E")
     from rsdata.train import TrainConfig, train
 
-    exclude_keys = _train_exclusions(args)
-    cfg = TrainConfig(
-        data=args.data, out=args.out, model=args.model, model_overrides=_overrides(args), steps=args.steps,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup=args.warmup, workers=args.workers, seed=args.seed, augment=not args.no_augment,
-        caption=args.caption, holdout=args.holdout, holdout_seed=args.holdout_seed,
-        exclude_keys=exclude_keys, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        log_every=args.log_every, resume=args.resume, stop_after=args.stop_after, device=args.device,
-        precision=args.precision, compile=args.compile, threads=args.threads, progress=not args.quiet)
     from rsdata.lock import LOCK_NAME, command_line, output_lock
 
     # one training process per run directory; under torchrun every rank takes its own lock file
@@ -113,6 +103,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with output_lock(Path(args.out), command_line(),
                          name=LOCK_NAME if rank == 0 else f"{LOCK_NAME}.rank{rank}"):
+            # under the lock: the key file of what is left out is written into the run directory
+            exclude_keys = _train_exclusions(args)
+            cfg = TrainConfig(
+                data=args.data, out=args.out, model=args.model, model_overrides=_overrides(args), steps=args.steps,
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                warmup=args.warmup, workers=args.workers, seed=args.seed, augment=not args.no_augment,
+                caption=args.caption, holdout=args.holdout, holdout_seed=args.holdout_seed,
+                exclude_keys=exclude_keys, checkpoint_every=args.checkpoint_every,
+                keep_checkpoints=args.keep_checkpoints,
+                log_every=args.log_every, resume=args.resume, stop_after=args.stop_after, device=args.device,
+                precision=args.precision, compile=args.compile, threads=args.threads, progress=not args.quiet)
             result = train(cfg)
     except KeyboardInterrupt:
         print(f"rsdata train: interrupted; the last finished step is checkpointed in {args.out}: "
