@@ -122,18 +122,11 @@ def _tree_cpu_s() -> float:
     (Ray's worker processes lead process groups of their own, so a process group is not enough;
     a dead actor's time is in its reaper's, the raylet's, children times)."""
     ticks = os.sysconf("SC_CLK_TCK")
+    from benchmarks._load import proc_stats
+
     parent: dict[int, int] = {}
     cpu: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        # fields[0] is the state (field 3 of proc(5)): ppid is field 4, utime..cstime 14..17
-        pid = int(entry.name)
+    for pid, fields in proc_stats().items():
         parent[pid], cpu[pid] = int(fields[1]), sum(int(v) for v in fields[11:15])
     me, total = os.getpid(), 0
     for pid, ticks_used in cpu.items():

@@ -113,16 +113,10 @@ def _group_cpu_s() -> float:
     if not Path("/proc/self/stat").exists():
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
+    from benchmarks._load import proc_stats
+
     pgrp, ticks, total = os.getpgrp(), os.sysconf("SC_CLK_TCK"), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        # fields[0] is the state (field 3 of proc(5)): pgrp is field 5, utime..cstime 14..17
+    for fields in proc_stats().values():
         if int(fields[2]) == pgrp:
             total += sum(int(v) for v in fields[11:15])
     return total / ticks
