@@ -61,7 +61,7 @@ POSITIONS = {  # words -> cell
 }
 SPAN_WORDS = (r"\b(?:running across|crossing|cutting across|running through|runs across|run across|"
               r"crosses|cross|cuts across|cut across|runs through|run through) the " + IMAGE)
-SPREAD_WORDS = r"(?:spread across|all over|throughout) the " + IMAGE
+SPREAD_WORDS = r"(?:spread across the|spread over the|all over the|throughout the) " + IMAGE
 COVER_VERBS = r"(?:covers|cover|covering|takes up|take up|taking up|fills|fill|filling|occupies|occupy|occupying)"
 NEAR_M = 15.0
 HYPERNYMS = {"building": ("building", "buildings"), "road": ("road", "roads")}
@@ -520,6 +520,23 @@ def caption_problems(text: str, osm: dict[str, Any], all_phrases: set[str],
         s = roofs[1].get(m.group(2), 0.0) if roofs else -1.0
         if not lo <= s <= hi + 1e-9:
             problems.append(f"{m.group()!r}: share {s:.2f}")
+    for m in re.finditer(rf"([\w-]+) (?:roofs account for|roofing covers) ({'|'.join(map(re.escape, SHARES))}) (?:the roofs|them)\b",
+                         lowered):
+        lo, hi, _ = SHARES[m.group(2)]
+        s = roofs[1].get(m.group(1), 0.0) if roofs else -1.0
+        if not lo <= s <= hi + 1e-9:
+            problems.append(f"{m.group()!r}: share {s:.2f}")
+    stems = {k[:-3]: k for k in SHARES if k.endswith(" of")}
+    for m in re.finditer(rf"(?<![\w-])({'|'.join(map(re.escape, sorted(stems, key=len, reverse=True)))}) are "
+                         r"([\w-]+)", lowered):
+        if roofs is None or m.group(2) not in _roof_materials():
+            if m.group(2) in _roof_materials():
+                problems.append(f"{m.group()!r}: roof materials without data")
+            continue
+        lo, hi, _ = SHARES[stems[m.group(1)]]
+        s = roofs[1].get(m.group(2), 0.0)
+        if not lo <= s <= hi + 1e-9:
+            problems.append(f"{m.group()!r}: share {s:.2f}")
     for m in re.finditer(r"(mostly )?([a-z]+)-storey", lowered):
         n = NUMBER_WORDS.get(m.group(2)) or (int(m.group(2)) if m.group(2).isdigit() else None)
         s = levels[1].get(str(n), 0.0) if levels else 0.0
@@ -572,15 +589,20 @@ def caption_problems(text: str, osm: dict[str, Any], all_phrases: set[str],
     return problems
 
 
+def _roof_materials() -> set[str]:
+    return {str(v).lower() for v in ((rules().get("attributes") or {}).get("roof:material") or {})
+            .get("values", {}).values()}
+
+
 def _roof_context(text: str, start: int) -> bool:
     """Whether "roofs" at ``start`` is the noun of a roof attribute (after a material, "the",
-    "and" or "mostly"), not the feature building=roof."""
+    "and", "all" or "mostly"), not the feature building=roof."""
     head = text[:start].split()
     if not head:
         return False
     materials = {str(v).lower() for v in ((rules().get("attributes") or {}).get("roof:material") or {})
                  .get("values", {}).values()}
-    return head[-1] in materials or head[-1] in ("the", "and")
+    return head[-1] in materials or head[-1] in ("the", "and", "all")
 
 
 def _check_share(problems: list[str], words: str, subj: tuple[int, int, str, Entry] | None, full: bool,

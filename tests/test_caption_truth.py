@@ -99,6 +99,23 @@ def test_text_stats_vocabulary_skeletons_and_constant_fragments(matcher: bct.Mat
     assert stats["top_phrase"] == {"phrase": "dirt track", "share": 0.2}
 
 
+def test_template_fragments_mask_what_the_data_fill_in(matcher: bct.Matcher) -> None:
+    """Template fragments (the target) keep template words only: a viewpoint phrase repeated
+    in every caption counts, a repeated grid position, share word or roof material does not;
+    raw fragments keep them all."""
+    caps = ["Farmland in the top right, seen from above.", "Buildings in the top right, seen from above.",
+            "Most of the roofs are tin.", "About a third of the roofs are concrete.",
+            "Buildings with tin and concrete roofs.", "Farmland with tin and concrete roofs."] + \
+        [f"Scene number {w}." for w in ("alpha", "beta", "gamma", "delta")]
+    stats = bct.text_stats(caps, matcher, constant_share=0.15)
+    tmpl = {f["fragment"]: f["share"] for f in stats["constant_template_fragments"]}
+    assert tmpl == {"seen from above": 0.2, "of the roofs are": 0.2}, tmpl
+    raw = {f["fragment"] for f in stats["constant_fragments"]}
+    assert "with tin and concrete roofs" in raw and any("in the top right" in f for f in raw), raw
+    assert bct.template_fragments("A single dirt track and a single house.", matcher) == set()
+    assert "in the" not in bct.template_fragments("Fields in the top-left corner.", matcher)
+
+
 def test_bounds_check_and_corpus_join(matcher: bct.Matcher) -> None:
     assert not bct.bounds_moved(LABEL, meta())
     assert not bct.bounds_moved(LABEL, meta(bounds=[3.0, 0.0, 643.0, 640.0]))  # < 1% of 640 m

@@ -25,9 +25,12 @@ def test_roof_materials_with_their_shares() -> None:
     meta = town(["concrete"] * 6 + ["tin"] * 4)
     text = " ".join(all_texts(meta)).lower()
     assert re.search(r"with (concrete and tin|tin and concrete) roofs", text), text
-    assert re.search(r"(more than half|about half|about two thirds) of (the roofs|them) are concrete", text)
+    assert re.search(r"(more than half|about half|about two thirds) of (the roofs|them) are concrete|concrete "
+                     r"(roofs account for|roofing covers) (more than half|about half|about two thirds) of them",
+                     text), text
     mostly = " ".join(all_texts(town(["concrete"] * 7 + ["tin"] * 3))).lower()
-    assert "with mostly concrete roofs" in mostly or re.search(r"of (the roofs|them) are concrete", mostly)
+    assert "with mostly concrete roofs" in mostly or re.search(
+        r"of (the roofs|them) are concrete|concrete (roofs account for|roofing covers)", mostly)
     # misspellings and synonyms of the data become one word ("concerte" is concrete)
     assert "concerte" not in " ".join(all_texts(town(["concerte"] * 10))).lower()
 
@@ -62,12 +65,19 @@ def test_roof_share_sentences_vary_and_stay_true() -> None:
     one keeps a clause the checker reads, and a wrong share in any of them is caught."""
     from rsdata.captions.attributes import tile_attributes
     from rsdata.captions.subjects import Limits, scene_of
-    from rsdata.captions.templates import ROOF_LEADS, ROOF_MIXED_LEADS, Ctx, roof_share_sentence
+    from rsdata.captions.templates import (
+        ROOF_CLAUSES,
+        ROOF_FIRST,
+        ROOF_LEADS,
+        ROOF_MIXED_LEADS,
+        Ctx,
+        roof_share_sentence,
+    )
 
     meta = town(["concrete"] * 6 + ["tin"] * 4)
     scene = scene_of(meta, Limits())
     shares = next(a for a in tile_attributes(scene.subjects) if a.key == "roof:material")
-    seen = set()
+    seen, clauses = set(), set()
     for seed in range(200):
         import random
 
@@ -75,12 +85,24 @@ def test_roof_share_sentences_vary_and_stay_true() -> None:
                   metres=False, n_features=1)
         text = roof_share_sentence(shares, ctx)
         assert text is not None and not problems(text, meta), (text, problems(text or "", meta))
-        prefixes = [lead.split("{")[0].lower() for lead in ROOF_LEADS + ROOF_MIXED_LEADS]
-        seen.add(next((p for p in prefixes if p and text.lower().startswith(p)), "share first"))
-    assert len(seen) >= 5, seen
-    for lead in ROOF_LEADS + ROOF_MIXED_LEADS:  # the checker reads every structure
-        assert problems(capitalize_first(lead.format(p="most of", w="tin")) + ".", meta), lead
-        assert not problems(capitalize_first(lead.format(p="more than half of", w="concrete")) + ".", meta), lead
+        low = text.lower()
+        seen.add(next((p.lower() for p in ROOF_LEADS + ROOF_MIXED_LEADS if p and low.startswith(p.lower())),
+                      "share first"))
+        clauses |= {c for c in ("them are", "roofs account for", "roofing covers") if c in low}
+        clauses |= {"q are"} if re.search(r"(?:most|half|third|quarter|tenth|all) are", low) else set()
+        # "most of the roofs are tin and concrete roofs account for ..." would read "tin and concrete"
+        assert " and concrete roofs" not in low and " and tin roofs" not in low, text
+        assert " and concrete roofing" not in low and " and tin roofing" not in low, text
+    assert len(seen) >= 5 and len(clauses) == 4, (seen, clauses)
+    # the checker reads every structure: a wrong share is caught in each, a right one passes
+    structures = list(ROOF_FIRST) + [lead + c for lead in ROOF_LEADS + ROOF_MIXED_LEADS if lead
+                                     for c in ROOF_CLAUSES]
+    for form in structures:
+        def say(p: str, w: str, form: str = form) -> str:
+            return capitalize_first(form.format(p=p, q=p[:-3], w=w)) + "."
+        assert problems(say("most of", "tin"), meta), form
+        assert not problems(say("more than half of", "concrete"), meta), form
+        assert problems(say("more than half of", "tin"), meta), form
 
 
 def capitalize_first(text: str) -> str:

@@ -65,9 +65,11 @@ def test_the_metric_sees_a_constant_fragment() -> None:
     records = [(f"A 640 m wide aerial image with {w}.", meta) for w in ("buildings", "farmland", "a dirt track")]
     records += [(" ".join(f"word{i}{j}" for j in range(5)) + ".", meta) for i in range(7)]
     report = variety(records)
-    assert report["top_fragment"] in ("a 640 m wide", "640 m wide aerial", "m wide aerial image",
-                                      "wide aerial image with")
+    assert report["top_fragment"] in ("a 640 m wide aerial image", "640 m wide aerial image with")  # 6 words
     assert report["top_fragment_share"] == 0.3
+    assert [c["fragment"] for c in report["constant_fragments"] if c["share"] > 0.1] in (
+        ["a 640 m wide aerial image", "640 m wide aerial image with"],
+        ["640 m wide aerial image with", "a 640 m wide aerial image"])
     assert skeleton("Seven buildings in the top left.") == "N X in the P ."
 
 
@@ -83,6 +85,19 @@ def test_the_metric_sees_a_constant_share_sentence() -> None:
     assert report["top_fragment"] == "of the roofs are" and report["top_fragment_share"] == 0.4, report
     assert skeleton("Most of the roofs are tin and a roof in the top left.") == \
         "S of the roofs are A and a X in the P ."
+
+
+def test_the_metric_sees_short_constants_and_counts_are_slots() -> None:
+    """A three-word constant at a sentence's end counts ("seen from above."); punctuation ends
+    a run; "a single" is a count like "one", not a template phrase."""
+    meta = random_tile(1)
+    records = [(f"{w}, seen from above.", meta) for w in ("Buildings", "Farmland", "A dirt track")]
+    records += [(f"Farmland and a single {w}.", meta) for w in ("building", "dirt track", "house")]
+    records += [(" ".join(f"word{i}{j}" for j in range(5)) + ".", meta) for i in range(4)]
+    report = variety(records)
+    assert [c for c in report["constant_fragments"] if c["share"] > 0.1] == \
+        [{"fragment": "seen from above", "share": 0.3}], report
+    assert skeleton("Farmland and a single building.") == skeleton("Farmland and one building.")
 
 
 def test_metres_only_when_asked() -> None:

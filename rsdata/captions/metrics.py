@@ -8,9 +8,11 @@
   and share words ``S`` ("about a third of" -> ``S of``: the quantifier is the data's, the "of"
   the template's, so "S of the roofs are A" shows its constant "of the roofs are"; two captions
   differing only in what they name or measure share a skeleton);
-- ``top_fragment`` / ``top_fragment_share``: the word 4-gram of template words (no slot in it;
-  numbers kept, so "a 640 m wide" counts) found in the most captions, and the share of
-  captions holding it (the issue's bar: no constant fragment in more than 5%);
+- ``top_fragment`` / ``top_fragment_share``: the run of 3 to 6 template words (no slot in it;
+  numbers kept, so "a 640 m wide" counts; punctuation ends a run, so "seen from above." counts)
+  found in the most captions (the longest of equally common ones), and the share of captions
+  holding it (the issue's bar: no constant fragment in more than 5%);
+- ``constant_fragments``: every such run in more than 5% of captions, longest form only;
 - ``top_skeleton_share``: the share of the most common skeleton;
 - ``invisible_subject_share``: captions naming a tag the caption rules never allow as a subject
   (a nature reserve, a boundary, a place ...).
@@ -33,7 +35,8 @@ WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+")
 NUMBERS = frozenset({"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"})
 CELLS = ("top left", "top right", "bottom left", "bottom right", "top-left", "top-right",
          "bottom-left", "bottom-right", "top", "bottom", "left", "right", "center", "centre", "middle")
-FRAGMENT_N = 4
+FRAGMENT_N = (3, 6)  # fragment lengths in words, both ends included
+CONSTANT_SHARE = 0.05
 SLOTS = frozenset({"X", "N", "P", "A", "S"})
 SHARE_WORDS = tuple(sorted({w for w, *_ in SHARES} | {"mostly"}, key=len, reverse=True))
 
@@ -62,7 +65,7 @@ def _attribute_noun_re() -> re.Pattern[str] | None:
     nouns = sorted({a.noun for a in rules.attributes.values() if a.noun}, key=len, reverse=True)
     if not nouns:
         return None
-    lead = sorted(_attribute_words() | {"the", "and", "mostly"}, key=len, reverse=True)
+    lead = sorted(_attribute_words() | {"the", "and", "all", "mostly"}, key=len, reverse=True)
     return re.compile(rf"(?<![\w-])((?:{'|'.join(map(re.escape, lead))}) )"
                       rf"({'|'.join(re.escape(n.rstrip('s')) for n in nouns)})(s?)(?![\w-])")
 
@@ -73,7 +76,7 @@ NOUN_MARK = "qqnounqq"  # letters only: survives the slot replacements, restored
 def skeleton(text: str, meta: Mapping[str, Any] | None = None, numbers: bool = True) -> str:
     """The caption with feature names, numbers (unless ``numbers`` is false), positions, share
     and attribute words abstracted."""
-    low = text.lower()
+    low = re.sub(r"(?<![\w-])a single(?![\w-])", "one", text.lower())  # a count, like "one"
     nouns: list[str] = []
     noun_re = _attribute_noun_re()
     if noun_re is not None:
@@ -132,13 +135,18 @@ def variety(records: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         sk = skeleton(text, meta)
         skeletons[sk] += 1
         # fragments keep numbers: "a 640 m wide" on every tile is a constant fragment
-        toks = [t for t in skeleton(text, meta, numbers=False).split(" ") if t not in ".,;:"]
-        grams = {tuple(toks[i:i + FRAGMENT_N]) for i in range(len(toks) - FRAGMENT_N + 1)}
-        fragments.update(g for g in grams if not SLOTS & set(g))
+        fragments.update(template_fragments(skeleton(text, meta, numbers=False)))
         if any(p in low and re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", low)
                for p in _invisible_phrases(meta)):
             invisible += 1
-    top_frag, top_count = fragments.most_common(1)[0] if fragments else ((), 0)
+    top_frag, top_count = (max(fragments.items(), key=lambda fk: (fk[1], len(fk[0]), fk[0]))
+                           if fragments else ((), 0))
+    frequent = {f: k for f, k in fragments.items() if n and k / n > CONSTANT_SHARE}
+    # the longest form of a constant fragment: drop one inside a longer one in as many captions
+    constant = sorted((f for f, k in frequent.items()
+                       if not any(len(g) > len(f) and k2 == k and _inside(f, g)
+                                  for g, k2 in frequent.items())),
+                      key=lambda f: (-frequent[f], -len(f), f))
     top_sk_count = skeletons.most_common(1)[0][1] if skeletons else 0
     return {
         "captions": n,
@@ -148,4 +156,23 @@ def variety(records: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         "top_fragment": " ".join(top_frag),
         "top_fragment_share": round(top_count / n, 4) if n else 0.0,
         "invisible_subject_share": round(invisible / n, 4) if n else 0.0,
+        "constant_fragments": [{"fragment": " ".join(f), "share": round(frequent[f] / n, 4)}
+                               for f in constant],
     }
+
+
+def template_fragments(skel: str) -> set[tuple[str, ...]]:
+    """Runs of 3 to 6 template words of a skeleton (no slot; punctuation splits runs)."""
+    out: set[tuple[str, ...]] = set()
+    lo, hi = FRAGMENT_N
+    for run in re.split(r" [.,;:](?: |$)|^[.,;:] ", f"{skel} "):
+        toks = run.split()
+        for k in range(lo, hi + 1):
+            out |= {g for i in range(len(toks) - k + 1)
+                    if not SLOTS & set(g := tuple(toks[i:i + k]))}
+    return out
+
+
+def _inside(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
+    k = len(short)
+    return any(long[i:i + k] == short for i in range(len(long) - k + 1))

@@ -59,7 +59,7 @@ from rsdata.stats import StageStats
 FAMILIES = ("counts", "positions", "sizes", "landcover", "lengths", "scene", "relations",
             "attributes", "empty")
 TEMPLATE_VERSION = "v2"
-# twelve subjects per platform (the same count everywhere, so the choice draws the same random
+# twenty subjects per platform (the same count everywhere, so the choice draws the same random
 # numbers whatever the platform): (the subject, the noun "this ..." refers to)
 SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
     "aerial": (("An aerial image", "aerial image"), ("An aerial photo", "aerial photo"),
@@ -67,19 +67,31 @@ SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
                ("An overhead view", "overhead view"), ("A view from above", "view"),
                ("An aerial shot", "image"), ("An image from the air", "image"),
                ("An aerial picture", "picture"), ("An aerial snapshot", "snapshot"),
-               ("An overhead photograph", "photograph"), ("An overhead image", "image")),
+               ("An overhead photograph", "photograph"), ("An overhead image", "image"),
+               ("An air photo", "photo"), ("A top-down aerial view", "view"),
+               ("A vertical aerial photo", "photo"), ("An aerial frame", "frame"),
+               ("An airborne image", "image"), ("An image taken from the air", "image"),
+               ("A nadir aerial photo", "photo"), ("An aerial capture", "image")),
     "satellite": (("A satellite image", "satellite image"), ("A satellite view", "satellite view"),
                   ("A satellite photo", "satellite photo"), ("A satellite scene", "satellite scene"),
                   ("A satellite picture", "picture"), ("A satellite shot", "image"),
                   ("A satellite snapshot", "snapshot"), ("A satellite photograph", "photograph"),
                   ("A satellite view from above", "view"), ("A satellite picture from above", "picture"),
-                  ("A satellite photo from above", "photo"), ("A view from above", "view")),
+                  ("A satellite photo from above", "photo"), ("A view from above", "view"),
+                  ("A top-down satellite view", "view"), ("A satellite frame", "frame"),
+                  ("An image from orbit", "image"), ("A satellite capture", "image"),
+                  ("A spaceborne image", "image"), ("An orbital image", "image"),
+                  ("An orbital photo", "photo"), ("An orbital view", "view")),
     "overhead": (("An overhead image", "overhead image"), ("An overhead view", "overhead view"),
                  ("An overhead picture", "overhead picture"), ("A view from above", "view"),
                  ("An image taken from above", "image"), ("A bird's-eye view", "view"),
                  ("An overhead shot", "image"), ("An overhead photograph", "photograph"),
                  ("A picture taken from above", "picture"), ("A photo taken from above", "photo"),
-                 ("An overhead snapshot", "snapshot"), ("A picture from above", "picture")),
+                 ("An overhead snapshot", "snapshot"), ("A picture from above", "picture"),
+                 ("A top-down view", "view"), ("A top-down image", "image"),
+                 ("An overhead frame", "frame"), ("A vertical view", "view"),
+                 ("A nadir view", "view"), ("An image looking down", "image"),
+                 ("An overhead capture", "image"), ("A view looking down", "view")),
 }
 SUBJECTS = tuple(s for s, _ in SUBJECTS_BY_PLATFORM["aerial"])
 PLATFORMS = ("auto", "aerial", "satellite", "overhead")
@@ -91,6 +103,9 @@ NUMBER_WORDS = W.NUMBER_WORDS
 DENSE_BUILT = 0.35  # building share of the tile for "densely built-up"
 BUILT_UP = 0.15  # ... for "built-up"
 SCATTERED = (2, 12, 0.03)  # "scattered": this many buildings, covering less than this share
+# how the picture was taken, not where anything is: varied so no one phrase is a constant fragment
+FROM_ABOVE = ("seen from above", "viewed from above", "from overhead", "seen from overhead",
+              "seen from directly above", "looking straight down")
 POSITION_RE = r"\b(?:in|on|at|along|near) the (?:top|bottom|left|right|center|centre|middle)\b"
 
 Tag = dict[str, Any]
@@ -237,10 +252,16 @@ def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
 
 
 # -- where things are -------------------------------------------------------------------------------
-SPAN_PART = ("running across the {n}", "crossing the {n}", "running through the {n}")
+SPAN_PART = ("running across the {n}", "crossing the {n}", "running through the {n}",
+             "cutting across the {n}")
 SPAN_FIN = (("runs across the {n}", "run across the {n}"), ("crosses the {n}", "cross the {n}"),
-            ("runs through the {n}", "run through the {n}"))
-SPREAD = ("spread across the {n}", "all over the {n}", "throughout the {n}")
+            ("runs through the {n}", "run through the {n}"), ("cuts across the {n}", "cut across the {n}"))
+EXTENT_VERBS = (("runs", "run"), ("stretches", "stretch"), ("leads", "lead"), ("extends", "extend"),
+                ("reaches", "reach"))
+EXTENT_PARTICIPLES = ("running", "stretching", "leading", "extending", "reaching")
+PLACE_VERBS = (("lies", "lie"), ("sits", "sit"), ("is", "are"), ("appears", "appear"))
+# no "across the whole image": read as a claim that it covers the whole image
+SPREAD = ("spread across the {n}", "all over the {n}", "throughout the {n}", "spread over the {n}")
 
 
 def span_direction(s: Subject, ctx: Ctx) -> str | None:
@@ -265,15 +286,16 @@ def line_place(s: Subject, ctx: Ctx, finite: bool, plural: bool) -> str:
     if pair:
         a, b = pair if rng.random() < 0.5 else pair[::-1]
         if finite:
-            verb = rng.choice([("runs", "run"), ("stretches", "stretch"), ("leads", "lead")])
+            verb = rng.choice(EXTENT_VERBS)
             return f"{verb[1] if plural else verb[0]} from the {a} to the {b}"
-        return rng.choice(["running", "stretching", "leading"]) + f" from the {a} to the {b}"
+        return rng.choice(EXTENT_PARTICIPLES) + f" from the {a} to the {b}"
     pos = cell_of(s)
     if pos is None:
         return ("is visible" if not plural else "are visible") if finite else ""
     place = W.where(pos, rng)
     if finite:
-        return f"{'lie' if plural else 'lies'} {place}"
+        verb = rng.choice(PLACE_VERBS)
+        return f"{verb[1] if plural else verb[0]} {place}"
     return place
 
 
@@ -320,16 +342,20 @@ def fam_counts(ctx: Ctx) -> Out | None:
     listing = join_words([t for t, _ in items])
     plural = len(items) > 1 or items[0][1]
     first_plural = items[0][1]
-    rng, noun = ctx.rng, ctx.noun
+    rng = ctx.rng
+    # "... in this image": the subject's noun or any image word (most subjects' noun is "image")
+    noun = rng.choice((ctx.noun,) + W.IMAGE_NOUNS)
     variants = [
         ("a", f"{ctx.subject} with {listing}."),
         ("b", f"{capitalize(listing)} {'are' if plural else 'is'} visible in this {noun}."),
         ("d", f"{ctx.subject} showing {listing}."),
         ("e", f"{ctx.subject} featuring {listing}."),
         ("f", f"There {'are' if first_plural else 'is'} {listing} in this {noun}."),
-        ("g", f"{capitalize(listing)}, seen from above."),
+        ("g", f"{capitalize(listing)}, {rng.choice(FROM_ABOVE)}."),
         ("h", f"{capitalize(listing)} can be seen in this {noun}."),
         ("i", f"{ctx.subject} that shows {listing}."),
+        ("j", f"{capitalize(listing)} {'appear' if plural else 'appears'} in this {noun}."),
+        ("k", f"{ctx.subject} containing {listing}."),
     ]
     if ctx.metres:
         variants.append(("c", f"A {round_m(ctx.scene.width_m)} m wide {noun} with {listing}."))
@@ -353,7 +379,7 @@ def fam_positions(ctx: Ctx) -> Out | None:
     v, text = ctx.rng.choice([("a", f"{ctx.subject} showing {listing}."),
                               ("b", f"{capitalize(listing)}."),
                               ("c", f"{ctx.subject} with {listing}."),
-                              ("d", f"Seen from above: {listing}.")])
+                              ("d", f"{capitalize(ctx.rng.choice(FROM_ABOVE))}: {listing}.")])
     return v, text, named
 
 
@@ -376,7 +402,8 @@ def _share_clause(s: Subject, ctx: Ctx, form: int) -> str | None:
     noun = ctx.img()
     if form == 0:
         verb = ctx.rng.choice(COVER_VERBS)
-        return f"{name} {verb[1] if many else verb[0]} {share} the {noun}"
+        det = ctx.rng.choice(("the", "this"))
+        return f"{name} {verb[1] if many else verb[0]} {share} {det} {noun}"
     if s.mass or s.kind == "landcover":
         return f"{share} the {noun} is {name}"
     return f"{share} the {noun} is covered by {name}"
@@ -530,16 +557,24 @@ def roof_phrase(ctx: Ctx, single: bool = False) -> str | None:
 
 
 # "<share> of the roofs are <word>" in every roof sentence was a constant fragment (17.5% of the
-# Banepa captions): the sentence takes one of several structures, all of which keep the
-# "<share> the roofs are <word>" / "<share> them are <word>" clauses the caption checker reads.
-ROOF_LEADS = ("{p} the roofs are {w}", "As for the roofs, {p} them are {w}",
-              "Looking at the roofs, {p} them are {w}", "Counting the roofs, {p} them are {w}",
-              "Taking the roofs together, {p} them are {w}")
-ROOF_MIXED_LEADS = ("The roofs vary: {p} them are {w}", "The roofs differ: {p} them are {w}",
-                    "The roofs are mixed: {p} them are {w}",
-                    "The roofs are not all alike: {p} them are {w}")
-ROOF_SECOND = (" and {p} them are {w}", ", while {p} them are {w}", "; {p} them are {w}")
+# Banepa captions), then "of them are" (12.7%): the sentence takes one of several leads and
+# clauses, each of which the caption checker reads ("<share> the roofs are <word>",
+# "<share> them are <word>", "<share> are <word>", "<word> roofs account for <share> them",
+# "<word> roofing covers <share> them").
+ROOF_LEADS = ("", "As for the roofs, ", "Looking at the roofs, ", "Counting the roofs, ",
+              "Taking the roofs together, ")
+ROOF_MIXED_LEADS = ("The roofs vary: ", "The roofs differ: ", "The roofs are mixed: ",
+                    "Not all roofs are alike: ")
+ROOF_FIRST = ("{p} the roofs are {w}", "Of the roofs, {q} are {w}")  # the clauses after the empty lead
+ROOF_CLAUSES = ("{p} them are {w}", "{q} are {w}", "{w} roofs account for {p} them",
+                "{w} roofing covers {p} them")  # {q}: the share without its "of" ("most are tin")
+ROOF_SECOND = (" and {c}", ", while {c}", "; {c}")
 MIXED_MIN = 0.2  # the second material's share from which the roofs "vary"
+
+
+def _no_of(share: str) -> str:
+    """"about a third of" -> "about a third" (every fraction word ends in "of")."""
+    return share[:-3] if share.endswith(" of") else share
 
 
 def roof_share_sentence(shares: AttributeShares, ctx: Ctx) -> str | None:
@@ -551,14 +586,19 @@ def roof_share_sentence(shares: AttributeShares, ctx: Ctx) -> str | None:
     if not p1:
         return None
     second = ""
+    clause = rng.choice(ROOF_CLAUSES)  # one form for both clauses: parallel, and less repeated
     if rest:
         w2, s2 = rest[0]
         p2 = W.share_phrase(s2, rng, fractions_only=True)
         if p2:
-            second = rng.choice(ROOF_SECOND).format(p=p2, w=w2)
+            # "most of the roofs are tin and concrete roofs account for ..." reads as "tin and
+            # concrete": a clause that starts with a material never follows "and"
+            joins = ROOF_SECOND[1:] if clause.startswith("{w}") else ROOF_SECOND
+            second = rng.choice(joins).format(c=clause.format(p=p2, q=_no_of(p2), w=w2))
     mixed = bool(second) and rest[0][1] >= MIXED_MIN
-    leads = ROOF_LEADS + (ROOF_MIXED_LEADS if mixed else ())
-    return capitalize(rng.choice(leads).format(p=p1, w=w1) + second) + "."
+    lead = rng.choice(ROOF_LEADS + (ROOF_MIXED_LEADS if mixed else ()))
+    first = (clause if lead else rng.choice(ROOF_FIRST)).format(p=p1, q=_no_of(p1), w=w1)
+    return capitalize(lead + first + second) + "."
 
 
 def levels_word(ctx: Ctx) -> str | None:
@@ -635,7 +675,7 @@ def fam_scene(ctx: Ctx) -> Out | None:
     if head is None:
         return None
     v, text = rng.choice([("a", f"{ctx.subject} of {head}."), ("b", f"{capitalize(head)}."),
-                          ("c", f"{capitalize(head)}, seen from above."),
+                          ("c", f"{capitalize(head)}, {rng.choice(FROM_ABOVE)}."),
                           ("d", f"This {ctx.noun} shows {head}."),
                           ("e", f"{ctx.subject} showing {head}.")])
     return v, text, named
@@ -681,6 +721,9 @@ def fam_relations(ctx: Ctx) -> Out | None:
     return ("r" if len(chosen) == 1 else "s"), " ".join(sentences), named
 
 
+ATTRIBUTE_FORMS = ("{h}", "{h}", "{s} of {h}", "{s} showing {h}")
+
+
 def fam_attributes(ctx: Ctx) -> Out | None:
     rng = ctx.rng
     group, _, _ = _building_group(ctx)
@@ -692,10 +735,12 @@ def fam_attributes(ctx: Ctx) -> Out | None:
     if group and (roofs or levels):
         top = group[0]
         q, _ = quantity(top, ctx, adjective=levels or "")
-        sentences.append(capitalize(f"{q} {roofs}" if roofs else q) + ".")
+        head = f"{q} {roofs}" if roofs else q
+        form = rng.choice(ATTRIBUTE_FORMS)  # "{h}": "Many buildings with tin roofs."
+        sentences.append(capitalize(form.format(h=head, s=ctx.subject)) + ".")
         named.append(top)
         shares = by_key(ctx.attrs, "roof:material")
-        if shares is not None and not single and rng.random() < 0.6:
+        if shares is not None and not single and rng.random() < 0.5:
             text = roof_share_sentence(shares, ctx)
             if text:
                 sentences = [text] if rng.random() < 0.5 else sentences + [text]
@@ -800,7 +845,11 @@ def captions_for(meta: dict[str, Any], count: int = 3, seed: int = 0,
 
 def _captions(meta: dict[str, Any], scene: Scene, rng: random.Random, count: int,
               families: tuple[str, ...], platform: str, metres: bool) -> list[Caption]:
-    subject, noun = rng.choice(SUBJECTS_BY_PLATFORM[platform_for(meta, platform)])
+    # one subject per family, never the same twice in a sample ("An aerial shot ..." in every
+    # caption of a tile was a constant fragment of small corpora)
+    choices = SUBJECTS_BY_PLATFORM[platform_for(meta, platform)]
+    views = rng.sample(choices, k=min(max(len(families), 1), len(choices)))
+    subject, noun = views[0]
     osm = meta.get("osm") or {}
     ctx = Ctx(scene=scene, rng=rng, subject=subject, noun=noun, metres=metres,
               n_features=int(osm.get("n_features", 0)))
@@ -815,9 +864,10 @@ def _captions(meta: dict[str, Any], scene: Scene, rng: random.Random, count: int
     order = list(families)
     rng.shuffle(order)
     made: list[tuple[str, Out]] = []
-    for fam in order:
+    for i, fam in enumerate(order):
         if fam == "empty" and not absence_ok:
             continue  # nobody checked that nothing is there
+        ctx.subject, ctx.noun = views[i % len(views)]
         got = FAMILY_FUNCS[fam](ctx)
         if got is not None:
             made.append((fam, got))

@@ -30,7 +30,7 @@ SHARES: tuple[tuple[str, float, float, bool], ...] = (
     ("a small part of", 0.0, 0.15, False),
     ("a small share of", 0.0, 0.15, False),
 )
-IMAGE_NOUNS = ("image", "scene", "frame", "picture", "view")
+IMAGE_NOUNS = ("image", "scene", "frame", "picture", "view", "photo", "photograph")
 
 # vague quantities of countable objects: (words, lowest, highest count they are true for)
 VAGUE: tuple[tuple[str, int, int], ...] = (

@@ -844,13 +844,14 @@ those it its it's they them their there here which who where what does do did al
 all other others another only just together while whereas but than more less fewer some any
 
 image images imagery aerial overhead photo photograph picture view scene frame tile
+airborne spaceborne orbital vertical nadir air viewed looking straight directly
 show shows showing shown depict depicts depicting display displays displaying capture captures
 capturing contain contains containing include includes including feature features featuring
 has have having see seen visible can could appear appears appearing mapped
 located lies lie lying situated sit sits stand stands found
 run runs running ran stretch stretches stretching extend extends extending lead leads leading
 pass passes passing go goes going cut cuts cutting spread spreading cover covers covered covering
-fill fills filled
+fill fills filled account accounts reach reaches reaching roofing
 filling occupy occupies occupying span spans spanning take takes taking taken up down
 number series group groups set collection mix mixture variety range couple pair row rows line
 lines
@@ -868,7 +869,7 @@ UNIT_ADJECTIVES = frozenset({"wide", "long"})
 # ("the corner of a map", "of the page", "on a screen").
 IMAGE_NOUNS = frozenset(
     {"image", "images", "scene", "scenes", "picture", "pictures", "view", "views", "photo",
-     "photos", "photograph", "photographs", "frame", "tile", "shot", "snapshot"}
+     "photos", "photograph", "photographs", "frame", "tile", "shot", "snapshot", "capture"}
 )
 MEDIA_WORDS = frozenset(
     """map maps page pages webpage website canvas figure figures screen screens depiction
@@ -878,7 +879,8 @@ satellite drone camera sketch sketches graphic graphics artwork postcard""".spli
 )
 # adjectives that say how the image was taken ("an aerial image", "a satellite view"): only
 # before an image word at the start of a sentence
-VIEW_ADJECTIVES = frozenset({"aerial", "overhead", "satellite", "drone"})
+VIEW_ADJECTIVES = frozenset({"aerial", "overhead", "satellite", "drone", "airborne", "spaceborne",
+                             "orbital", "vertical", "nadir"})
 # "a small part of a nature reserve": the tile shows part of something larger
 PART_NOUNS = frozenset(
     {"part", "parts", "portion", "portions", "piece", "pieces", "section", "sections", "half",

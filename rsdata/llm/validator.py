@@ -100,7 +100,8 @@ REASONS = (
 )
 VIEWPOINT = frozenset(
     {("from", "above"), ("from", "overhead"), ("from", "the", "air"), ("from", "orbit"),
-     ("top", "down"), ("at", "least")}
+     ("top", "down"), ("at", "least"), ("from", "directly", "above"), ("looking", "straight", "down"),
+     ("looking", "down"), ("straight", "down")}
 )
 DEFINITE = frozenset({"the", "this", "its"})
 # "farmland crossed by a road": true of an area that a line spanning the tile runs over
