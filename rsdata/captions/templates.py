@@ -259,7 +259,7 @@ SPAN_FIN = (("runs across the {n}", "run across the {n}"), ("crosses the {n}", "
 EXTENT_VERBS = (("runs", "run"), ("stretches", "stretch"), ("leads", "lead"), ("extends", "extend"),
                 ("reaches", "reach"))
 EXTENT_PARTICIPLES = ("running", "stretching", "leading", "extending", "reaching")
-PLACE_VERBS = (("lies", "lie"), ("sits", "sit"), ("is", "are"), ("appears", "appear"))
+PLACE_VERBS = (("lies", "lie"), ("is", "are"), ("appears", "appear"))  # of a line: not "sits"
 # no "across the whole image": read as a claim that it covers the whole image
 SPREAD = ("spread across the {n}", "all over the {n}", "throughout the {n}", "spread over the {n}")
 
