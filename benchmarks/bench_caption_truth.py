@@ -44,6 +44,7 @@ tag phrases of the sample itself. Misses are reported, not an error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import subprocess
@@ -479,6 +480,7 @@ SHARE_WORDS_RE = re.compile(r"(?<![\w-])(?:nearly all|almost all|most|more than 
 STOREY_RE = re.compile(r"(?<![\w-])[a-z0-9]+-storey(?![\w-])")
 
 
+@functools.cache
 def attribute_words() -> tuple[str, ...]:
     """The words captions use for attribute values (roof materials, surfaces ...)."""
     rules = REPO / "rsdata" / "data" / "caption_rules.yaml"

@@ -529,9 +529,10 @@ def caption_problems(text: str, osm: dict[str, Any], all_phrases: set[str],
     stems = {k[:-3]: k for k in SHARES if k.endswith(" of")}
     for m in re.finditer(rf"(?<![\w-])({'|'.join(map(re.escape, sorted(stems, key=len, reverse=True)))}) are "
                          r"([\w-]+)", lowered):
-        if roofs is None or m.group(2) not in _roof_materials():
-            if m.group(2) in _roof_materials():
-                problems.append(f"{m.group()!r}: roof materials without data")
+        if m.group(2) not in _roof_materials():
+            continue  # "most are ..." of something else: not a roof claim
+        if roofs is None:
+            problems.append(f"{m.group()!r}: roof materials without data")
             continue
         lo, hi, _ = SHARES[stems[m.group(1)]]
         s = roofs[1].get(m.group(2), 0.0)
@@ -589,9 +590,10 @@ def caption_problems(text: str, osm: dict[str, Any], all_phrases: set[str],
     return problems
 
 
-def _roof_materials() -> set[str]:
-    return {str(v).lower() for v in ((rules().get("attributes") or {}).get("roof:material") or {})
-            .get("values", {}).values()}
+@cache
+def _roof_materials() -> frozenset[str]:
+    return frozenset(str(v).lower() for v in ((rules().get("attributes") or {}).get("roof:material") or {})
+                     .get("values", {}).values())
 
 
 def _roof_context(text: str, start: int) -> bool:
@@ -600,9 +602,7 @@ def _roof_context(text: str, start: int) -> bool:
     head = text[:start].split()
     if not head:
         return False
-    materials = {str(v).lower() for v in ((rules().get("attributes") or {}).get("roof:material") or {})
-                 .get("values", {}).values()}
-    return head[-1] in materials or head[-1] in ("the", "and", "all")
+    return head[-1] in _roof_materials() or head[-1] in ("the", "and", "all")
 
 
 def _check_share(problems: list[str], words: str, subj: tuple[int, int, str, Entry] | None, full: bool,
