@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import io
-import tarfile
 
 from rsdata import schemas
 from rsdata.atomic import fsync_dir
@@ -26,16 +24,63 @@ TAR_USER = "bigdata"  # what webdataset's TarWriter writes: shards are byte-iden
 TAR_MODE = 0o0444
 
 
+BLOCK = tarfile.BLOCKSIZE  # 512
+RECORD = tarfile.RECORDSIZE  # 10240: a tar stream ends on a whole record
+NAME_FIELD = 100  # bytes of a ustar header's name field
+SIZE_LIMIT = 8 ** 11  # sizes from here on need a PAX header
+COPY_LIMIT = 1 << 20  # members below this size go out in one write with their header
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = TAR_MTIME
+    info.mode = TAR_MODE
+    info.uname = info.gname = TAR_USER
+    return info
+
+
+def _pax_header(name: str, size: int) -> bytes:
+    """The header ``tarfile`` writes for a member (PAX format, its default), any name and size."""
+    return _tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+# One header made by tarfile is the template of every header with a short ASCII name: only the
+# name, the size and the checksum differ between members (offsets of the ustar layout).
+_TEMPLATE = _pax_header("x", 0)
+_MIDDLE = _TEMPLATE[NAME_FIELD:124]  # mode, uid, gid
+_MTIME = _TEMPLATE[136:148]
+_TAIL = _TEMPLATE[156:]  # type flag, link name, magic, version, user, group, devices, prefix
+_CONSTANT_SUM = sum(_MIDDLE) + sum(_MTIME) + sum(_TAIL) + 8 * ord(" ")  # checksum counts itself as spaces
+
+
+def tar_header(name: str, size: int) -> bytes:
+    """The tar header of a member, byte for byte what ``tarfile`` writes (tested against it),
+    about ten times faster for the common case of a short ASCII name: the shard writer's
+    header cost was larger than the rest of its work per sample."""
+    raw = name.encode("ascii", "surrogateescape") if name.isascii() else b""
+    if not raw or len(raw) > NAME_FIELD or not 0 <= size < SIZE_LIMIT:
+        return _pax_header(name, size)  # long or non-ASCII names, huge members: PAX records
+    size_field = b"%011o\0" % size
+    checksum = _CONSTANT_SUM + sum(raw) + sum(size_field)
+    return b"".join((raw.ljust(NAME_FIELD, b"\0"), _MIDDLE, size_field, _MTIME,
+                     b"%06o\0 " % checksum, _TAIL))
+
+
 class TarStream:
     """WebDataset entries into a tar stream with the standard library only.
 
     Byte-for-byte what ``webdataset.TarWriter(fh, encoder=False, mtime=TAR_MTIME)`` writes
-    (members of a sample sorted by name, mode 0444, user/group ``bigdata``), without importing
-    webdataset, which imports torch: seconds of start-up in every worker process and Ray actor.
+    (members of a sample sorted by name, mode 0444, user/group ``bigdata``; tested), without
+    importing webdataset, which imports torch: seconds of start-up in every worker process and
+    Ray actor. Headers come from :func:`tar_header`; the stream ends as ``tarfile`` ends it (two
+    zero blocks, then zeros up to a whole record).
     """
 
     def __init__(self, fh: Any) -> None:
-        self.tar = tarfile.open(fileobj=fh, mode="w|")
+        self.fh = fh
+        self.offset = 0
+        self.closed = False
 
     def write(self, entry: dict[str, Any]) -> None:
         key = entry["__key__"]
@@ -43,15 +88,22 @@ class TarStream:
             if name == "__key__":
                 continue
             data = entry[name]
-            info = tarfile.TarInfo(f"{key}.{name}")
-            info.size = len(data)
-            info.mtime = TAR_MTIME
-            info.mode = TAR_MODE
-            info.uname = info.gname = TAR_USER
-            self.tar.addfile(info, io.BytesIO(data))
+            header = tar_header(f"{key}.{name}", len(data))
+            pad = bytes(-len(data) % BLOCK)
+            if len(data) < COPY_LIMIT:  # one write: fewer calls, a copy of a small member
+                self.fh.write(b"".join((header, data, pad)))
+            else:
+                for part in (header, data, pad):
+                    self.fh.write(part)
+            self.offset += len(header) + len(data) + len(pad)
 
     def close(self) -> None:
-        self.tar.close()
+        if self.closed:
+            return
+        self.closed = True
+        end = self.offset + 2 * BLOCK
+        self.fh.write(bytes(2 * BLOCK + (-end % RECORD)))
+        self.offset = end + (-end % RECORD)
 
 
 class _HashingFile:
