@@ -103,3 +103,21 @@ def test_the_compiled_manifest_validator_agrees_with_jsonschema(corpus: Path) ->
         broken = copy.deepcopy(manifest)
         broken.pop(key)
         assert agree("manifest", broken) and not fast_accepts("manifest", broken), key
+
+
+def test_compiled_messages_still_name_the_array_item(corpus: Path) -> None:
+    """The item names the compiled code formats (from named variables, not ``**locals()``)."""
+    import fastjsonschema
+
+    meta = next(m for m in (e.meta() for e in Corpus(corpus).entries(["json"]))
+                if len(m.get("osm", {}).get("tags", [])) >= 2 and len(m["captions"]) >= 2)
+    meta["osm"]["tags"][1]["count"] = "3"
+    with pytest.raises(fastjsonschema.JsonSchemaException) as info:
+        schemas.fast_validator("sample")(meta)
+    assert info.value.name == "data.osm.tags[1].count"
+    meta = copy.deepcopy(meta)
+    meta["osm"]["tags"][1]["count"] = 3
+    meta["captions"][1]["kind"] = "llm"  # an llm caption needs its backend, model ...
+    with pytest.raises(fastjsonschema.JsonSchemaException) as info:
+        schemas.fast_validator("sample")(meta)
+    assert info.value.name.startswith("data.captions[1]")
