@@ -61,7 +61,7 @@ POSITIONS = {  # words -> cell
 }
 SPAN_WORDS = (r"\b(?:running across|crossing|cutting across|running through|runs across|run across|"
               r"crosses|cross|cuts across|cut across|runs through|run through) the " + IMAGE)
-SPREAD_WORDS = r"(?:spread across the|spread over the|all over the|throughout the) " + IMAGE
+SPREAD_WORDS = r"(?:spread across the|spread over the|found across the|all over the|throughout the) " + IMAGE
 COVER_VERBS = r"(?:covers|cover|covering|takes up|take up|taking up|fills|fill|filling|occupies|occupy|occupying)"
 NEAR_M = 15.0
 HYPERNYMS = {"building": ("building", "buildings"), "road": ("road", "roads")}

@@ -70,7 +70,7 @@ SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
                ("An overhead photograph", "photograph"), ("An overhead image", "image"),
                ("An air photo", "photo"), ("A top-down aerial view", "view"),
                ("A vertical aerial photo", "photo"), ("An aerial frame", "frame"),
-               ("An airborne image", "image"), ("An image taken from the air", "image"),
+               ("An airborne image", "image"), ("A photo taken from above", "photo"),
                ("A nadir aerial photo", "photo"), ("An aerial capture", "image")),
     "satellite": (("A satellite image", "satellite image"), ("A satellite view", "satellite view"),
                   ("A satellite photo", "satellite photo"), ("A satellite scene", "satellite scene"),
@@ -257,11 +257,14 @@ SPAN_PART = ("running across the {n}", "crossing the {n}", "running through the 
 SPAN_FIN = (("runs across the {n}", "run across the {n}"), ("crosses the {n}", "cross the {n}"),
             ("runs through the {n}", "run through the {n}"), ("cuts across the {n}", "cut across the {n}"))
 EXTENT_VERBS = (("runs", "run"), ("stretches", "stretch"), ("leads", "lead"), ("extends", "extend"),
-                ("reaches", "reach"))
-EXTENT_PARTICIPLES = ("running", "stretching", "leading", "extending", "reaching")
+                ("reaches", "reach"), ("goes", "go"), ("passes", "pass"))
+EXTENT_PARTICIPLES = ("running", "stretching", "leading", "extending", "reaching", "going", "passing")
 PLACE_VERBS = (("lies", "lie"), ("is", "are"), ("appears", "appear"))  # of a line: not "sits"
 # no "across the whole image": read as a claim that it covers the whole image
-SPREAD = ("spread across the {n}", "all over the {n}", "throughout the {n}", "spread over the {n}")
+SPREAD = ("spread across the {n}", "all over the {n}", "throughout the {n}", "spread over the {n}",
+          "spread throughout the {n}", "found all over the {n}", "found throughout the {n}",
+          "found across the {n}")
+SEEN = ("visible", "shown", "seen")  # "<listing> are visible / shown / seen in this image"
 
 
 def span_direction(s: Subject, ctx: Ctx) -> str | None:
@@ -345,16 +348,17 @@ def fam_counts(ctx: Ctx) -> Out | None:
     rng = ctx.rng
     # "... in this image": the subject's noun or any image word (most subjects' noun is "image")
     noun = rng.choice((ctx.noun,) + W.IMAGE_NOUNS)
+    this = rng.choice(("this", "the"))
     variants = [
         ("a", f"{ctx.subject} with {listing}."),
-        ("b", f"{capitalize(listing)} {'are' if plural else 'is'} visible in this {noun}."),
+        ("b", f"{capitalize(listing)} {'are' if plural else 'is'} {rng.choice(SEEN)} in {this} {noun}."),
         ("d", f"{ctx.subject} showing {listing}."),
         ("e", f"{ctx.subject} featuring {listing}."),
-        ("f", f"There {'are' if first_plural else 'is'} {listing} in this {noun}."),
+        ("f", f"There {'are' if first_plural else 'is'} {listing} in {this} {noun}."),
         ("g", f"{capitalize(listing)}, {rng.choice(FROM_ABOVE)}."),
-        ("h", f"{capitalize(listing)} can be seen in this {noun}."),
+        ("h", f"{capitalize(listing)} can be seen in {this} {noun}."),
         ("i", f"{ctx.subject} that shows {listing}."),
-        ("j", f"{capitalize(listing)} {'appear' if plural else 'appears'} in this {noun}."),
+        ("j", f"{capitalize(listing)} {'appear' if plural else 'appears'} in {this} {noun}."),
         ("k", f"{ctx.subject} containing {listing}."),
     ]
     if ctx.metres:
@@ -516,7 +520,7 @@ def fam_lengths(ctx: Ctx) -> Out | None:
     if ctx.metres:
         parts = [f"about {round_m(s.length_m)} m of {name_of(s, ctx, plural=False)[0]}" for s in lines]
         v, text = rng.choice([
-            ("a", f"{capitalize(join_words(parts))} {'are' if len(parts) > 1 else 'is'} visible in this "
+            ("a", f"{capitalize(join_words(parts))} {'are' if len(parts) > 1 else 'is'} {rng.choice(SEEN)} in this "
                   f"{round_m(ctx.scene.width_m)} m wide {ctx.noun}."),
             ("b", f"{ctx.subject} showing {join_words(parts)}.")])
         return v, text, lines
@@ -620,7 +624,9 @@ def levels_word(ctx: Ctx) -> str | None:
 DENSE_HEADS = ("a densely built-up area", "a dense cluster of buildings", "closely packed buildings",
                "tightly packed buildings", "a tightly packed cluster of buildings",
                "a closely packed block of buildings")
-BUILT_UP_HEADS = ("a built-up area", "a built-up block", "a built-up patch", "built-up blocks")  # no "district":
+BUILT_UP_HEADS = ("a built-up area", "a built-up block", "built-up blocks", "built-up land",
+                  "built-up ground", "built-up terrain", "a patch of built-up land",
+                  "a stretch of built-up ground")  # no "district":
 # an administrative word (benchmarks/bench_caption_truth.py NOT_VISIBLE)
 
 
