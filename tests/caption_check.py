@@ -60,7 +60,8 @@ POSITIONS = {  # words -> cell
     "in the middle": "center", "in the centre": "center", "in the top": "top", "in the bottom": "bottom",
 }
 SPAN_WORDS = (r"\b(?:running across|crossing|cutting across|running through|runs across|run across|"
-              r"crosses|cross|cuts across|cut across|runs through|run through) the " + IMAGE)
+              r"crosses|cross|cuts across|cut across|runs through|run through|passing through|passes through|"
+              r"pass through|going across|goes across|go across) the " + IMAGE)
 SPREAD_WORDS = r"(?:spread across the|spread over the|found across the|all over the|throughout the) " + IMAGE
 COVER_VERBS = r"(?:covers|cover|covering|takes up|take up|taking up|fills|fill|filling|occupies|occupy|occupying)"
 NEAR_M = 15.0

@@ -59,7 +59,7 @@ from rsdata.stats import StageStats
 FAMILIES = ("counts", "positions", "sizes", "landcover", "lengths", "scene", "relations",
             "attributes", "empty")
 TEMPLATE_VERSION = "v2"
-# twenty subjects per platform (the same count everywhere, so the choice draws the same random
+# thirty subjects per platform (the same count everywhere, so the choice draws the same random
 # numbers whatever the platform): (the subject, the noun "this ..." refers to)
 SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
     "aerial": (("An aerial image", "aerial image"), ("An aerial photo", "aerial photo"),
@@ -71,7 +71,12 @@ SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
                ("An air photo", "photo"), ("A top-down aerial view", "view"),
                ("A vertical aerial photo", "photo"), ("An aerial frame", "frame"),
                ("An airborne image", "image"), ("A photo taken from above", "photo"),
-               ("A nadir aerial photo", "photo"), ("An aerial capture", "image")),
+               ("A nadir aerial photo", "photo"), ("An aerial capture", "image"),
+               ("An aerial scene", "scene"), ("A bird's-eye view", "view"),
+               ("An overhead aerial photo", "photo"), ("A vertical photograph", "photograph"),
+               ("An overhead shot", "image"), ("A picture from above", "picture"),
+               ("An airborne photo", "photo"), ("An overhead snapshot", "snapshot"),
+               ("A vertical view", "view"), ("A nadir view", "view")),
     "satellite": (("A satellite image", "satellite image"), ("A satellite view", "satellite view"),
                   ("A satellite photo", "satellite photo"), ("A satellite scene", "satellite scene"),
                   ("A satellite picture", "picture"), ("A satellite shot", "image"),
@@ -81,7 +86,12 @@ SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
                   ("A top-down satellite view", "view"), ("A satellite frame", "frame"),
                   ("An image from orbit", "image"), ("A satellite capture", "image"),
                   ("A spaceborne image", "image"), ("An orbital image", "image"),
-                  ("An orbital photo", "photo"), ("An orbital view", "view")),
+                  ("An orbital photo", "photo"), ("An orbital view", "view"),
+                  ("A spaceborne view", "view"), ("A spaceborne photo", "photo"),
+                  ("An orbital snapshot", "snapshot"), ("An orbital picture", "picture"),
+                  ("An orbital scene", "scene"), ("A picture from orbit", "picture"),
+                  ("A spaceborne frame", "frame"), ("A spaceborne scene", "scene"),
+                  ("An orbital shot", "image"), ("A spaceborne picture", "picture")),
     "overhead": (("An overhead image", "overhead image"), ("An overhead view", "overhead view"),
                  ("An overhead picture", "overhead picture"), ("A view from above", "view"),
                  ("An image taken from above", "image"), ("A bird's-eye view", "view"),
@@ -91,7 +101,12 @@ SUBJECTS_BY_PLATFORM: dict[str, tuple[tuple[str, str], ...]] = {
                  ("A top-down view", "view"), ("A top-down image", "image"),
                  ("An overhead frame", "frame"), ("A vertical view", "view"),
                  ("A nadir view", "view"), ("An image looking down", "image"),
-                 ("An overhead capture", "image"), ("A view looking down", "view")),
+                 ("An overhead capture", "image"), ("A view looking down", "view"),
+                 ("An overhead scene", "scene"), ("A vertical image", "image"),
+                 ("A vertical picture", "picture"), ("A nadir image", "image"),
+                 ("A nadir picture", "picture"), ("A bird's-eye picture", "picture"),
+                 ("An image from above", "image"), ("A photo from above", "photo"),
+                 ("A vertical photo", "photo"), ("A snapshot from above", "snapshot")),
 }
 SUBJECTS = tuple(s for s, _ in SUBJECTS_BY_PLATFORM["aerial"])
 PLATFORMS = ("auto", "aerial", "satellite", "overhead")
@@ -253,9 +268,10 @@ def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
 
 # -- where things are -------------------------------------------------------------------------------
 SPAN_PART = ("running across the {n}", "crossing the {n}", "running through the {n}",
-             "cutting across the {n}")
+             "cutting across the {n}", "passing through the {n}", "going across the {n}")
 SPAN_FIN = (("runs across the {n}", "run across the {n}"), ("crosses the {n}", "cross the {n}"),
-            ("runs through the {n}", "run through the {n}"), ("cuts across the {n}", "cut across the {n}"))
+            ("runs through the {n}", "run through the {n}"), ("cuts across the {n}", "cut across the {n}"),
+            ("passes through the {n}", "pass through the {n}"), ("goes across the {n}", "go across the {n}"))
 EXTENT_VERBS = (("runs", "run"), ("stretches", "stretch"), ("leads", "lead"), ("extends", "extend"),
                 ("reaches", "reach"), ("goes", "go"), ("passes", "pass"))
 EXTENT_PARTICIPLES = ("running", "stretching", "leading", "extending", "reaching", "going", "passing")
