@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import pytest
@@ -132,6 +134,18 @@ def test_no_absence_claim_outside_full_coverage(coverage: float) -> None:
         for cap in captions_for(meta(f"k{i}", RICH, coverage=coverage), count=6):
             assert not cap.provenance["template"].startswith("empty.")
             assert not has_absence_claim(cap.text), cap.text
+
+
+def test_one_mapped_building_on_a_partly_mapped_tile_is_at_least_one() -> None:
+    """19% of a tile mapped, one building in it: "a building" would read as the only one (the
+    photo may show twenty); "at least one building" is true of the picture."""
+    one = [tag("building=yes", "building", "buildings", count=1, share=0.01, position="top right",
+               cells=["top right"])]
+    said = [c.text for i in range(20) for c in captions_for(meta(f"k{i}", one, coverage=0.19), count=6)]
+    assert said and all("at least one" in t.lower() for t in said), said
+    assert not any(re.search(r"(?<!at least )\b(?:a|one|a single) (?:building|structure)", t.lower()) for t in said)
+    full = [c.text for i in range(20) for c in captions_for(meta(f"k{i}", one, coverage=1.0), count=6)]
+    assert full and not any("at least" in t.lower() for t in full)
 
 
 def test_absence_claims_inside_full_coverage_only() -> None:

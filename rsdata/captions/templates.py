@@ -237,6 +237,13 @@ def _art(name: str) -> str:
     return name if name[:1].isupper() else article(name)
 
 
+# the buildings a partly mapped tile often holds many more of than its map shows: one of them
+# mapped is "at least one" (a school or a temple mapped once is "a school")
+COMMON_BUILDINGS = frozenset(f"building={v}" for v in (
+    "yes", "house", "residential", "detached", "semidetached_house", "terrace", "apartments",
+    "bungalow", "cabin", "hut", "farm", "shed", "garage", "garages", "commercial", "retail"))
+
+
 def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
     """"seven buildings", "a dirt track", "many buildings", "farmland" (and plural agreement)."""
     rng = ctx.rng
@@ -254,8 +261,8 @@ def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
     if n is None:
         return (plur, True) if s.many else (_art(sing), False)
     if not ctx.scene.full_coverage:  # a lower bound: the tile is only partly mapped
-        if n == 1:
-            return _art(sing), False
+        if n == 1:  # "a building" reads as the only one; the unmapped part may hold many more
+            return (f"at least one {sing}" if s.tag in COMMON_BUILDINGS else _art(sing)), False
         return (rng.choice([plur, f"many {plur}"]) if n >= 10 else plur), True
     if n == 1:
         return rng.choice([_art(sing), f"one {sing}", f"a single {sing}"]), False

@@ -691,7 +691,7 @@ stretches spread scattered located lies lying situated sits cover covers covered
 fills filled dominated dominating mostly mainly largely partly small large big little tiny huge
 wide narrow long short straight curved winding green brown grey gray white dark light open dense
 sparse several many few some most much more less all one two three four five six seven eight nine
-ten single both each every other another also only just about around roughly approximately nearly
+ten single both each every other another also only just about around roughly approximately nearly least
 almost what which who where how it its they them their this that these those what does do is are
 was were be been being can could may might will would should area areas mapped mix mixture variety
 number group cluster row rows line lines network patch patches strip strips section sections

@@ -367,12 +367,13 @@ class Validator:
         grams = [tuple(toks[i : i + 8]) for i in range(len(toks) - 7)]  # a loop repeats itself
         bad_pairs = sum(
             1
-            for a, b in zip(lw, lw[1:])
+            for i, (a, b) in enumerate(zip(lw, lw[1:]))
             if (a in DETERMINERS and (b in DETERMINERS or b in PREPOSITIONS or b == "and"))
             or (
                 a in PREPOSITIONS
                 and b in PREPOSITIONS
                 and (a, b) not in (("out", "of"), ("to", "the"))
+                and not (b == "at" and lw[i + 2 : i + 3] == ["least"])  # "with at least one"
             )
         )
         function_share = sum(w in FUNCTION_WORDS for w in lw) / max(len(lw), 1)
