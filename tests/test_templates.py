@@ -136,16 +136,32 @@ def test_no_absence_claim_outside_full_coverage(coverage: float) -> None:
             assert not has_absence_claim(cap.text), cap.text
 
 
-def test_one_mapped_building_on_a_partly_mapped_tile_is_at_least_one() -> None:
+def test_one_mapped_building_on_a_partly_mapped_tile_is_a_lower_bound() -> None:
     """19% of a tile mapped, one building in it: "a building" would read as the only one (the
-    photo may show twenty); "at least one building" is true of the picture."""
+    photo may show twenty); "at least one building" / "one or more buildings" are true of the
+    picture. A line keeps "a dirt track" among its forms (true beside unmapped ones), never
+    "one" or "a single"; a school mapped once stays "a school"."""
     one = [tag("building=yes", "building", "buildings", count=1, share=0.01, position="top right",
                cells=["top right"])]
     said = [c.text for i in range(20) for c in captions_for(meta(f"k{i}", one, coverage=0.19), count=6)]
-    assert said and all("at least one" in t.lower() for t in said), said
-    assert not any(re.search(r"(?<!at least )\b(?:a|one|a single) (?:building|structure)", t.lower()) for t in said)
+    lower = ("at least one", "one or more")
+    assert said and all(any(w in t.lower() for w in lower) for t in said), said
+    assert {w for t in said for w in lower if w in t.lower()} == set(lower)
+    assert not any(re.search(r"(?<!at least )\b(?:a|one|a single) (?:building|structure)", t.lower())
+                   for t in said)
     full = [c.text for i in range(20) for c in captions_for(meta(f"k{i}", one, coverage=1.0), count=6)]
-    assert full and not any("at least" in t.lower() for t in full)
+    assert full and not any(w in t.lower() for t in full for w in lower)
+    track = [tag("highway=track", "dirt track", "dirt tracks", count=1, length=300.0, kind="line",
+                 category="road", position="bottom right", cells=["bottom right"])]
+    said = [c.text.lower() for i in range(30)
+            for c in captions_for(meta(f"t{i}", track, coverage=0.0), count=6)]
+    assert said and not any(re.search(r"\b(?:one|a single) (?:dirt|farm|unpaved) (?:track|road)", t)
+                            and "at least one" not in t for t in said), said
+    school = [tag("amenity=school", "school", "schools", count=1, share=0.02, position="center",
+                  category="amenity")]
+    said = [c.text.lower() for i in range(10)
+            for c in captions_for(meta(f"s{i}", school, coverage=0.5), count=6)]
+    assert said and not any(w in t for t in said for w in lower), said
 
 
 def test_absence_claims_inside_full_coverage_only() -> None:

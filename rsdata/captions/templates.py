@@ -237,11 +237,15 @@ def _art(name: str) -> str:
     return name if name[:1].isupper() else article(name)
 
 
-# the buildings a partly mapped tile often holds many more of than its map shows: one of them
-# mapped is "at least one" (a school or a temple mapped once is "a school")
+# the buildings (and, below, the tracks and paths) a partly mapped tile often holds many more of
+# than its map shows: one of them mapped is "at least one" (a school or a temple mapped once is
+# "a school")
 COMMON_BUILDINGS = frozenset(f"building={v}" for v in (
     "yes", "house", "residential", "detached", "semidetached_house", "terrace", "apartments",
     "bungalow", "cabin", "hut", "farm", "shed", "garage", "garages", "commercial", "retail"))
+# the ways rural maps miss most (tracks, firebreaks, paths); a highway mapped once is "a highway"
+MINOR_WAYS = frozenset(f"highway={v}" for v in (
+    "track", "path", "footway", "bridleway", "cycleway", "service", "steps"))
 
 
 def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
@@ -262,7 +266,12 @@ def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
         return (plur, True) if s.many else (_art(sing), False)
     if not ctx.scene.full_coverage:  # a lower bound: the tile is only partly mapped
         if n == 1:  # "a building" reads as the only one; the unmapped part may hold many more
-            return (f"at least one {sing}" if s.tag in COMMON_BUILDINGS else _art(sing)), False
+            lower = [(f"at least one {sing}", False), (f"one or more {plur}", True)]
+            if s.tag in COMMON_BUILDINGS:  # "a building" on a photo of twenty reads as false
+                return rng.choice(lower)
+            if s.tag in MINOR_WAYS:  # "a dirt track at the bottom" is true beside unmapped ones
+                return rng.choice(lower + [(_art(sing), False)])
+            return _art(sing), False
         return (rng.choice([plur, f"many {plur}"]) if n >= 10 else plur), True
     if n == 1:
         return rng.choice([_art(sing), f"one {sing}", f"a single {sing}"]), False

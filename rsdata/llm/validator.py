@@ -560,6 +560,8 @@ class Validator:
             prev = spans[i - 1].text if i > 0 else ""
             if i > 1 and spans[i - 2].text == "at least":
                 continue  # "at least one building": a lower bound
+            if i > 2 and [s.text for s in spans[i - 3 : i]] == ["one", "or", "more"]:
+                continue  # "one or more buildings": a lower bound
             if (
                 not m.term.plural
                 and count > 1

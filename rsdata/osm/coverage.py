@@ -150,14 +150,20 @@ def read_coverage_file(path: Path, where: str) -> BaseGeometry:
     return union if union.is_valid else shapely.make_valid(union)
 
 
-def declared_coverage(value: Any, resolve: Any, where: str) -> BaseGeometry:
-    """A source's ``coverage`` option: a bbox list or a polygon file path (resolved)."""
+NO_COVERAGE = "none"  # a source complete nowhere: its counts are lower bounds on every tile
+
+
+def declared_coverage(value: Any, resolve: Any, where: str) -> BaseGeometry | None:
+    """A source's ``coverage`` option: a bbox list, a polygon file path (resolved), or
+    ``"none"`` (the source is complete nowhere: None)."""
     if isinstance(value, (list, tuple)):
         return bbox_polygon(value, where)
+    if value == NO_COVERAGE:
+        return None
     if isinstance(value, str):
         return read_coverage_file(Path(resolve(value)), where)
-    raise InputError(f"{where}: coverage is a polygon file path or a bbox [minx, miny, maxx, "
-                     f"maxy] in WGS84, got {value!r}")
+    raise InputError(f"{where}: coverage is a polygon file path, a bbox [minx, miny, maxx, "
+                     f"maxy] in WGS84 or \"none\", got {value!r}")
 
 
 def tile_polygon_wgs84(transformer: Transformer | None, corners: np.ndarray) -> BaseGeometry:

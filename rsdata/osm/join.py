@@ -43,7 +43,7 @@ from shapely.geometry.base import BaseGeometry
 from rsdata.errors import InputError
 from rsdata.osm.cache import SUFFIX as CACHE_SUFFIX
 from rsdata.osm.cache import read_cache, write_cache
-from rsdata.osm.coverage import declared_coverage
+from rsdata.osm.coverage import NO_COVERAGE, declared_coverage
 from rsdata.osm.features import FeatureSet
 from rsdata.osm.readers import ClassMap, class_value, read_source
 from rsdata.osm.tilejoin import (
@@ -258,7 +258,7 @@ class OsmJoin(BatchStage):
     def input_files(self, ctx: RunContext) -> list[Path]:
         files = [ctx.resolve(s["path"]) for s in self.settings.sources if "path" in s]
         files += [ctx.resolve(s["coverage"]) for s in self.settings.sources
-                  if isinstance(s.get("coverage"), str)]
+                  if isinstance(s.get("coverage"), str) and s["coverage"] != NO_COVERAGE]
         if self.settings.vocabulary:
             files.append(ctx.resolve(self.settings.vocabulary))
         return files
@@ -331,7 +331,7 @@ class OsmJoin(BatchStage):
             fs = read_source(spec, path, bbox, keep, maps[i])
             if spec.get("coverage") is not None:
                 cover = declared_coverage(spec["coverage"], ctx.resolve, f"osm_join.sources[{i}].coverage")
-                kind = "declared"
+                kind = "declared" if cover is not None else "none"
             else:
                 cover = fs.extent
                 kind = "overpass_bbox" if spec.get("overpass") else "data_extent"
