@@ -8,6 +8,7 @@ recorded per tile, and the template captions make absence claims only inside it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,24 @@ def test_a_bad_coverage_bbox_is_a_clear_error(tmp_path: Path, west_half: Path, b
         stage_for(tmp_path, [{"path": str(west_half), "coverage": bbox}])
 
 
+def test_coverage_none_is_complete_nowhere(tmp_path: Path, west_half: Path) -> None:
+    """``coverage: none``: no tile is covered (so counts are lower bounds and nothing is claimed
+    absent), no file named "none" is looked for, and the report says so."""
+    stage, report = stage_for(tmp_path, [{"path": str(west_half), "coverage": "none"}])
+    assert report["sources"][0]["coverage"]["kind"] == "none"
+    assert [stage.join(tile(c))["coverage"] for c in range(4)] == [{"fraction": 0.0, "sources": []}] * 4
+    ctx = RunContext(base_dir=tmp_path, state_dir=tmp_path / "state", footprints_wgs84=[FOOTPRINT],
+                     footprint_crs=[UTM])
+    assert [p.name for p in stage.input_files(ctx)] == ["west.geojson"]
+    captions = TemplateCaptions({"type": "template_captions", "count": 6})
+    out = list(captions(stage(iter([tile(c) for c in range(4)]), StageStats("osm_join")),
+                        StageStats("template_captions")))
+    texts = [c["text"].lower() for s in out for c in s.meta["captions"]]
+    assert texts and not any(w in f" {t} " for t in texts for w in ABSENCE)
+    assert not any(re.search(r"\b(?:two|2|a single|one) (?:building|structure)", t)
+                   and "at least one" not in t for t in texts), texts
+
+
 def test_captions_claim_absence_only_inside_coverage(tmp_path: Path, west_half: Path) -> None:
     # an empty tile inside a declared coverage may be called empty; outside, no claim at all
     bbox = list(wgs_bounds(X0 - 50, Y0 - 200, X0 + 300, Y0 + 50))  # tiles 0..2, not tile 3
@@ -203,4 +222,5 @@ def test_recipe_schema_accepts_coverage() -> None:
     validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/osm_source"})
     assert not list(validator.iter_errors({"path": "a.gpkg", "coverage": [20.4, -34.1, 20.6, -33.9]}))
     assert not list(validator.iter_errors({"path": "a.gpkg", "coverage": "area.geojson"}))
+    assert not list(validator.iter_errors({"path": "a.gpkg", "coverage": "none"}))
     assert list(validator.iter_errors({"path": "a.gpkg", "coverage": [1, 2]}))
