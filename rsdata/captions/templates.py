@@ -270,7 +270,7 @@ def quantity(s: Subject, ctx: Ctx, adjective: str = "") -> tuple[str, bool]:
             if s.tag in COMMON_BUILDINGS:  # "a building" on a photo of twenty reads as false
                 return rng.choice(lower)
             if s.tag in MINOR_WAYS:  # "a dirt track at the bottom" is true beside unmapped ones
-                return rng.choice(lower + [(_art(sing), False)])
+                return rng.choice(lower + [(_art(sing), False)] * 2)
             return _art(sing), False
         return (rng.choice([plur, f"many {plur}"]) if n >= 10 else plur), True
     if n == 1:
