@@ -1035,7 +1035,8 @@ def _drawn_summary(objects: list[dict[str, Any]], meta: dict[str, Any] | None) -
     cov = ((meta or {}).get("osm") or {}).get("coverage")
     frac = cov.get("fraction") if isinstance(cov, dict) else None
     partial = isinstance(frac, (int, float)) and frac < 0.995
-    prefix = f"map coverage {100 * frac:.0f}%; " if partial else ""
+    # where the map is declared complete: outside, counts are lower bounds (not "how much is drawn")
+    prefix = f"map complete over {100 * frac:.0f}%; " if partial else ""
     return f"{prefix}drawn: {text or 'nothing'}"
 
 
