@@ -79,61 +79,49 @@ def errors(name: str, instance: Any) -> list[str]:
 def fast_validator(name: str) -> Any:
     """A compiled (fastjsonschema) validator of the same schema, ~30x faster than jsonschema:
     used on hot paths (every sample is validated before it is written). Our schemas use only
-    keywords draft-07 has, so the 2020-12 text is compiled as draft-07.
-
-    Two changes to what fastjsonschema generates, neither to what it accepts (tested against
-    jsonschema): ``$defs`` references are inlined, and the names of array items in its
-    messages are formatted from the variables they name instead of ``**locals()``, which it
-    evaluated for every referenced item and every failed ``if`` (27 us per OSM tag and per
-    caption in a function with hundreds of locals: more than the rest of the check)."""
-    import fastjsonschema
-
-    schema = json.loads(schema_text(name))
-    schema = inline_refs(schema, schema.pop("$defs", {}))
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    code = _LOCALS_FORMAT.sub(_named_format, fastjsonschema.compile_to_code(schema))
+    keywords draft-07 has, so the 2020-12 text is compiled as draft-07, from
+    :func:`validator_code`."""
+    code = validator_code(name)
     entry = re.search(r"^def (validate\w*)\(", code, re.MULTILINE)
-    if entry is None:  # not the code layout this was written for: compile it as it comes
-        return fastjsonschema.compile(schema)
+    if entry is None:  # not the code layout this was written for: let fastjsonschema compile it
+        import fastjsonschema
+
+        return fastjsonschema.compile(_draft07(name))
     namespace: dict[str, Any] = {}
     exec(compile(code, f"<schemas/{name}.schema.json>", "exec"), namespace)  # noqa: S102 - our own schema's code
     return namespace[entry.group(1)]
 
 
-# '"...[{data__x}]".format(**locals())' in fastjsonschema's code: a string literal, then the call
-_LOCALS_FORMAT = re.compile(r'("(?:[^"\\]|\\.)*")\.format\(\*\*locals\(\)\)')
+def _draft07(name: str) -> dict[str, Any]:
+    schema = json.loads(schema_text(name).replace('"#/$defs/', '"#/definitions/'))
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["definitions"] = schema.pop("$defs", {})
+    return schema
 
 
-def _named_format(match: re.Match[str]) -> str:
-    literal = match.group(1)
-    names = sorted(set(re.findall(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})", literal)))
-    return f"{literal}.format({', '.join(f'{n}={n}' for n in names)})"
+LOCALS_CALL = ".format(**locals())"
+_NAME_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")
 
 
-ANNOTATIONS = frozenset({"description", "title", "$comment", "examples", "default"})
+def validator_code(name: str) -> str:
+    """fastjsonschema's Python source for a schema, with one change that keeps what it accepts
+    (tested against jsonschema): the name of an array item in a message is formatted from the
+    variables it names, not from ``**locals()``. fastjsonschema evaluates that name for every
+    item it hands to a referenced definition and for every failed ``if``, and ``locals()`` of its
+    function with hundreds of variables cost 27 us each: per OSM tag and per caption, more than
+    the rest of the check."""
+    import fastjsonschema
 
-
-def inline_refs(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
-    """``node`` with every ``{"$ref": "#/$defs/x"}`` replaced by definition ``x`` (recursively;
-    keywords beside a reference are kept next to it in an ``allOf``). A recursive definition
-    cannot be inlined: an error, our schemas have none."""
-    if isinstance(node, list):
-        return [inline_refs(item, defs, seen) for item in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if not isinstance(ref, str):
-        return {key: inline_refs(value, defs, seen) for key, value in node.items()}
-    prefix = "#/$defs/"
-    target = ref[len(prefix):]
-    if not ref.startswith(prefix) or target not in defs:
-        raise ValueError(f"schema reference {ref!r} is not one of this schema's $defs")
-    if target in seen:
-        raise ValueError(f"schema definition {target!r} refers to itself: it cannot be inlined")
-    body = inline_refs(defs[target], defs, seen + (target,))
-    rest = {key: inline_refs(value, defs, seen) for key, value in node.items()
-            if key != "$ref" and key not in ANNOTATIONS}
-    return {**rest, "allOf": [*rest.get("allOf", []), body]} if rest else body
+    pieces = fastjsonschema.compile_to_code(_draft07(name)).split(LOCALS_CALL)
+    out = []
+    for piece in pieces[:-1]:  # each ends with the string literal that was formatted
+        start = piece.rfind('"', 0, len(piece) - 1)
+        if not piece.endswith('"') or start < 0:
+            out.append(piece + LOCALS_CALL)  # not a literal: leave it as it was
+            continue
+        names = sorted(set(_NAME_FIELD.findall(piece[start:])))
+        out.append(f"{piece}.format({', '.join(f'{n}={n}' for n in names)})")
+    return "".join(out) + pieces[-1]
 
 
 def validate(name: str, instance: Any, what: str) -> None:

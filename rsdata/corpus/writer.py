@@ -19,12 +19,10 @@ from rsdata.atomic import fsync_dir
 from rsdata.sample import KEY_PATTERN, Sample
 
 TAR_MTIME = 946684800  # 2000-01-01: reproducible shards (an int: a float forces PAX headers)
-TAR_OVERHEAD = 512  # header bytes per member
 TAR_USER = "bigdata"  # what webdataset's TarWriter writes: shards are byte-identical to its
 TAR_MODE = 0o0444
-
-
-BLOCK = tarfile.BLOCKSIZE  # 512
+BLOCK = tarfile.BLOCKSIZE  # 512: a header, and the unit members are padded to
+TAR_OVERHEAD = BLOCK  # header bytes per member (a short ASCII name: no PAX record)
 RECORD = tarfile.RECORDSIZE  # 10240: a tar stream ends on a whole record
 NAME_FIELD = 100  # bytes of a ustar header's name field
 SIZE_LIMIT = 8 ** 11  # sizes from here on need a PAX header
